@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# kiln's development and test environment: a Docker engine, a local OCI
+# registry on 127.0.0.1, and the test builder image made from Debian packages.
+#
+#   scripts/dev-env.sh up       install what is missing, start what is not running
+#   scripts/dev-env.sh status   say what runs
+#   scripts/dev-env.sh down     stop what this script started
+#
+# Idempotent: running `up` twice does nothing the second time but say so.
+# Writes $KILN_DEV_STATE/env (default ~/.cache/kiln-dev/env), which tests and
+# scripts source: registry address, builder reference and digest.
+# This is also the air-gapped path: every image here comes from Debian packages.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}
+registry_addr=${KILN_REGISTRY_ADDR:-127.0.0.1:5000}
+mkdir -p "$state"
+say() { printf 'dev-env: %s\n' "$*" >&2; }
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        say "this step needs root ($1); run as root or do it by hand"
+        exit 1
+    fi
+}
+
+install_packages() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+    command -v umoci >/dev/null || missing+=(umoci)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v lddtree >/dev/null || missing+=(pax-utils python3-pyelftools)
+    command -v pigz >/dev/null || missing+=(pigz)
+    command -v curl >/dev/null || missing+=(curl)
+    [ -x /usr/bin/time ] || missing+=(time)
+    command -v docker >/dev/null || missing+=(docker.io)
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "packages: all present"
+        return
+    fi
+    need_root "apt-get install ${missing[*]}"
+    say "packages: installing ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$state/apt.log" 2>&1 ||
+        { tail -20 "$state/apt.log" >&2; exit 1; }
+}
+
+engine_up() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start_engine() {
+    if engine_up; then
+        say "engine: already running (server $(docker version --format '{{.Server.Version}}'))"
+        return
+    fi
+    if [ -n "${DOCKER_HOST:-}" ] && [[ "$DOCKER_HOST" != unix://* ]]; then
+        say "engine: DOCKER_HOST=$DOCKER_HOST does not answer; start that engine, or unset DOCKER_HOST"
+        exit 1
+    fi
+    need_root "start dockerd"
+    say "engine: starting dockerd (log: $state/dockerd.log)"
+    setsid nohup dockerd >"$state/dockerd.log" 2>&1 </dev/null &
+    echo $! >"$state/dockerd.pid"
+    for _ in $(seq 1 60); do
+        engine_up && { say "engine: up"; return; }
+        sleep 1
+    done
+    tail -20 "$state/dockerd.log" >&2
+    say "engine: dockerd did not answer within 60 s"
+    exit 1
+}
+
+registry_up() { curl -fsS -o /dev/null "http://$registry_addr/v2/" 2>/dev/null; }
+
+start_registry() {
+    if registry_up; then
+        say "registry: already answering on $registry_addr"
+        return
+    fi
+    mkdir -p "$state/registry/data"
+    cat >"$state/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+EOF
+    say "registry: starting on $registry_addr (storage: $state/registry/data)"
+    setsid nohup docker-registry serve "$state/registry/config.yml" >"$state/registry/log" 2>&1 </dev/null &
+    echo $! >"$state/registry.pid"
+    for _ in $(seq 1 30); do
+        registry_up && { say "registry: up"; return; }
+        sleep 0.5
+    done
+    tail -20 "$state/registry/log" >&2
+    say "registry: did not answer on $registry_addr"
+    exit 1
+}
+
+recipe_hash() { (cd "$repo/base-images/test/$1" && sha256sum $(ls | sort) | sha256sum | cut -c1-16); }
+
+ensure_builder() {
+    local key ref
+    key=$(recipe_hash rust-builder)
+    ref="$registry_addr/kiln-test/rust-builder:$key"
+    if docker image inspect "$ref" >/dev/null 2>&1 && [ -n "$(docker image inspect --format '{{join .RepoDigests " "}}' "$ref")" ] &&
+        curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$registry_addr/v2/kiln-test/rust-builder/manifests/$key"; then
+        say "builder: $ref is current (recipe hash $key)"
+    else
+        if ! docker image inspect "$ref" >/dev/null 2>&1; then
+            need_root "debootstrap the builder"
+            say "builder: building from Debian packages (recipe hash $key; takes a few minutes)"
+            local root="$state/rust-builder-root"
+            "$repo/base-images/test/rust-builder/build.sh" "$root"
+            tar --numeric-owner -C "$root" -c . |
+                docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+                    --change 'WORKDIR /' - "$ref" >/dev/null
+            rm -rf "$root"
+        fi
+        say "builder: pushing $ref"
+        docker push "$ref" >"$state/push.log" 2>&1 || { tail -20 "$state/push.log" >&2; exit 1; }
+        docker tag "$ref" "$registry_addr/kiln-test/rust-builder:latest"
+        docker push "$registry_addr/kiln-test/rust-builder:latest" >>"$state/push.log" 2>&1
+    fi
+    builder_ref=$ref
+    builder_digest=$(docker image inspect --format '{{index .RepoDigests 0}}' "$ref" | sed 's/.*@//')
+}
+
+write_env() {
+    cat >"$state/env.tmp" <<EOF
+# Written by scripts/dev-env.sh; sourced by tests and scripts.
+KILN_REGISTRY=$registry_addr
+KILN_TEST_BUILDER=$builder_ref
+KILN_TEST_BUILDER_DIGEST=$builder_digest
+KILN_TEST_BUILDER_PINNED=$registry_addr/kiln-test/rust-builder@$builder_digest
+EOF
+    mv "$state/env.tmp" "$state/env"
+    say "env: $state/env"
+}
+
+status() {
+    local rc=0
+    if engine_up; then say "engine: running"; else say "engine: not running"; rc=1; fi
+    if registry_up; then say "registry: answering on $registry_addr"; else say "registry: not answering on $registry_addr"; rc=1; fi
+    if [ -f "$state/env" ]; then cat "$state/env" >&2; else say "env: not written yet"; rc=1; fi
+    return $rc
+}
+
+stop_pid() {
+    local f=$1 name=$2
+    if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+        kill "$(cat "$f")" && say "$name: stopped"
+    else
+        say "$name: not started by dev-env"
+    fi
+    rm -f "$f"
+}
+
+case "${1:-up}" in
+up)
+    install_packages
+    start_engine
+    start_registry
+    ensure_builder
+    write_env
+    ;;
+status) status ;;
+down)
+    stop_pid "$state/registry.pid" registry
+    stop_pid "$state/dockerd.pid" engine
+    ;;
+*)
+    echo "usage: $0 up|status|down" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,233 @@
+//! Assembly: files and settings become an [`Image`] on top of a base
+//! (scratch or an image read from a source). All inputs that shape the bytes
+//! are explicit fields of [`AssembleSpec`]; nothing is read from the host
+//! except the files named.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::image::{self, Image, Layer};
+use crate::layer::{self, AddSpec, LayerOptions, Tree};
+use crate::oci::{Empty, Platform, RuntimeConfig};
+use crate::progress::Progress;
+use crate::reference::ImageRef;
+use crate::{Error, Result};
+
+/// The default user of images kiln makes: non-root (distroless' `nonroot`).
+pub const DEFAULT_USER: &str = "65532:65532";
+/// PATH for images built on scratch.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything that decides an assembled image.
+#[derive(Debug, Clone)]
+pub struct AssembleSpec {
+    pub base: ImageRef,
+    pub platform: Platform,
+    pub adds: Vec<AddSpec>,
+    /// Extra layer content kiln generates itself (passwd, CA bundle, ...).
+    pub extra: Tree,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub ports: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub layer: LayerOptions,
+}
+
+impl AssembleSpec {
+    /// A spec with defaults: scratch, host platform, SOURCE_DATE_EPOCH-less time 0.
+    pub fn new(platform: Platform) -> Self {
+        AssembleSpec {
+            base: ImageRef::Scratch,
+            platform,
+            adds: Vec::new(),
+            extra: Tree::new(),
+            entrypoint: None,
+            cmd: None,
+            env: Vec::new(),
+            user: None,
+            workdir: None,
+            labels: Vec::new(),
+            ports: Vec::new(),
+            stop_signal: None,
+            layer: LayerOptions::default(),
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` for env and labels.
+pub fn parse_key_value(what: &'static str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.chars().any(char::is_whitespace) => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::invalid(
+            what,
+            s,
+            "expected KEY=VALUE with a non-empty KEY without spaces, e.g. RUST_LOG=info",
+        )),
+    }
+}
+
+/// Normalizes `PORT[/PROTO]` to `PORT/proto`.
+pub fn parse_port(s: &str) -> Result<String> {
+    let bad = || {
+        Error::invalid(
+            "--expose",
+            s,
+            "expected PORT or PORT/tcp|udp|sctp with PORT in 1..65535, e.g. 8080 or 53/udp",
+        )
+    };
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let p: u16 = port.parse().map_err(|_| bad())?;
+    if p == 0 || !["tcp", "udp", "sctp"].contains(&proto) {
+        return Err(bad());
+    }
+    Ok(format!("{p}/{proto}"))
+}
+
+/// Checks `UID[:GID]` or `NAME[:GROUP]`.
+pub fn check_user(s: &str) -> Result<()> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && (p.bytes().all(|b| b.is_ascii_digit())
+                || (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0] == b'_')
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b)))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => part_ok(u) && part_ok(g),
+        None => part_ok(s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "--user",
+            s,
+            "expected UID[:GID] or NAME[:GROUP], e.g. 65532:65532",
+        ))
+    }
+}
+
+/// Checks a stop signal: `SIGTERM`-style names or a number.
+pub fn check_signal(s: &str) -> Result<()> {
+    let named = s.strip_prefix("SIG").is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-')
+    });
+    let numeric = s.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n));
+    if named || numeric {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "--stop-signal",
+            s,
+            "expected a signal name like SIGTERM or a number 1..64",
+        ))
+    }
+}
+
+/// Parses an argv option: a JSON array (`["/app","--flag"]`) or one string.
+pub fn parse_argv(what: &'static str, values: &[String]) -> Result<Option<Vec<String>>> {
+    match values {
+        [] => Ok(None),
+        [one] if one.trim_start().starts_with('[') => serde_json::from_str::<Vec<String>>(one)
+            .map(Some)
+            .map_err(|e| Error::invalid(what, one.as_str(), format!("not a JSON array of strings: {e}"))),
+        many => Ok(Some(many.to_vec())),
+    }
+}
+
+/// Assembles the image. Layer blobs are staged in a temporary directory kept
+/// alive by the returned image: inside `staging` when given (an output
+/// layout, so the blob can be hardlinked into place instead of copied), else
+/// the system's temp directory.
+pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress: &Progress) -> Result<Image> {
+    let (mut config, mut layers, base_annotations) = match &spec.base {
+        ImageRef::Scratch => {
+            let mut c = image::scratch_config(&spec.platform, spec.layer.timestamp);
+            let rc = c.config.get_or_insert_with(RuntimeConfig::default);
+            rc.env.push(DEFAULT_PATH.into());
+            rc.user = Some(DEFAULT_USER.into());
+            (c, Vec::new(), BTreeMap::new())
+        }
+        other => {
+            let base = crate::store::open(other, Some(&spec.platform))?;
+            let bp = base.platform();
+            if bp.os != spec.platform.os || bp.architecture != spec.platform.architecture {
+                return Err(Error::invalid(
+                    "--from",
+                    other.to_string(),
+                    format!(
+                        "the base is {bp} but the image is for {}; pass --platform {bp} or pick another base",
+                        spec.platform
+                    ),
+                ));
+            }
+            (base.config().clone(), base.layers().to_vec(), BTreeMap::new())
+        }
+    };
+
+    // Host files first: reading their metadata fails early, before any work.
+    let mut tree = spec.extra.clone();
+    for add in &spec.adds {
+        tree.add(add)?;
+    }
+    if !tree.is_empty() {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".kiln-tmp-");
+        let staging = Arc::new(
+            match staging {
+                Some(dir) => builder.tempdir_in(dir),
+                None => builder.tempdir(),
+            }
+            .map_err(|e| Error::Io {
+                context: "creating a staging directory".into(),
+                source: e,
+            })?,
+        );
+        let path = staging.path().join("layer");
+        let bar = progress.bytes(tree.content_bytes(), "layer");
+        let info = layer::write_layer(&tree, &spec.layer, &path, &|n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        image::push_history(&mut config, spec.layer.timestamp, "kiln assemble");
+        layers.push(Layer::from_written(info, path, Some(staging)));
+    }
+
+    config.created = Some(spec.layer.timestamp.rfc3339());
+    let rc = config.config.get_or_insert_with(RuntimeConfig::default);
+    if let Some(e) = &spec.entrypoint {
+        rc.entrypoint = Some(e.clone());
+        // Docker semantics: a new entrypoint resets the base's cmd.
+        if spec.cmd.is_none() {
+            rc.cmd = None;
+        }
+    }
+    if let Some(c) = &spec.cmd {
+        rc.cmd = Some(c.clone());
+    }
+    for (k, v) in &spec.env {
+        let prefix = format!("{k}=");
+        rc.env.retain(|e| !e.starts_with(&prefix));
+        rc.env.push(format!("{k}={v}"));
+    }
+    if let Some(u) = &spec.user {
+        rc.user = Some(u.clone());
+    }
+    if let Some(w) = &spec.workdir {
+        rc.working_dir = Some(w.clone());
+    }
+    for (k, v) in &spec.labels {
+        rc.labels.insert(k.clone(), v.clone());
+    }
+    for p in &spec.ports {
+        rc.exposed_ports.insert(p.clone(), Empty {});
+    }
+    if let Some(s) = &spec.stop_signal {
+        rc.stop_signal = Some(s.clone());
+    }
+    Image::new(config, layers, base_annotations)
+}

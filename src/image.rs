@@ -1,0 +1,253 @@
+//! The image as a value: a config, a manifest and layers, each serialized or
+//! produced once. Images are built from scratch or from a base by appending
+//! layers and setting config; sources and sinks (see [`crate::store`]) only
+//! ever see this value.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::layer::LayerInfo;
+use crate::oci::{self, Descriptor, History, ImageConfig, Manifest, Platform, RootFs, RuntimeConfig, canonical_json};
+use crate::time::Timestamp;
+use crate::{Error, Result};
+
+/// Where a blob's bytes can be read from, again and again.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// Opens the blob. Readers of blobs from outside verify size and digest.
+    fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// A file that holds exactly the blob's bytes, when there is one (lets
+    /// sinks hardlink instead of copying).
+    fn file(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
+/// A blob in a file that kiln wrote itself and already hashed.
+#[derive(Debug)]
+pub struct FileBlob {
+    pub path: PathBuf,
+    /// Keeps a temporary file alive as long as the image refers to it.
+    pub _keep: Option<Arc<tempfile::TempDir>>,
+}
+
+impl BlobSource for FileBlob {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(&self.path).map_err(Error::read(&self.path))?))
+    }
+    fn file(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+}
+
+/// A blob read from outside (a layout, an archive): every read is verified.
+#[derive(Debug)]
+pub struct VerifiedFileBlob {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub descriptor: Descriptor,
+}
+
+impl BlobSource for VerifiedFileBlob {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = File::open(&self.path).map_err(Error::read(&self.path))?;
+        f.seek(SeekFrom::Start(self.offset)).map_err(Error::read(&self.path))?;
+        let what = format!("blob {}", self.descriptor.digest);
+        Ok(Box::new(VerifyingReader::new(
+            f.take(self.descriptor.size + 1),
+            self.descriptor.digest.clone(),
+            self.descriptor.size,
+            what,
+        )))
+    }
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub source: Arc<dyn BlobSource>,
+}
+
+impl Layer {
+    /// A layer kiln just wrote to `path`.
+    pub fn from_written(info: LayerInfo, path: PathBuf, keep: Option<Arc<tempfile::TempDir>>) -> Self {
+        Layer {
+            descriptor: info.descriptor,
+            diff_id: info.diff_id,
+            source: Arc::new(FileBlob { path, _keep: keep }),
+        }
+    }
+}
+
+/// An image: config and manifest bytes fixed at construction, layers by reference.
+#[derive(Debug, Clone)]
+pub struct Image {
+    config: ImageConfig,
+    config_bytes: Arc<[u8]>,
+    manifest: Manifest,
+    manifest_bytes: Arc<[u8]>,
+    digest: Digest,
+    layers: Vec<Layer>,
+}
+
+impl Image {
+    /// Builds an image from a config and its layers; serializes both once.
+    /// The config's rootfs is set from the layers, so it cannot disagree.
+    pub fn new(
+        mut config: ImageConfig,
+        layers: Vec<Layer>,
+        annotations: std::collections::BTreeMap<String, String>,
+    ) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::invalid(
+                "image",
+                "(no layers)",
+                "an image needs at least one layer (the OCI manifest schema requires one): add files with --add",
+            ));
+        }
+        config.rootfs = RootFs {
+            kind: "layers".into(),
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+        };
+        let config_bytes: Arc<[u8]> = canonical_json(&config).into();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            config: Descriptor::new(
+                oci::MEDIA_TYPE_CONFIG,
+                Digest::of(&config_bytes),
+                config_bytes.len() as u64,
+            ),
+            layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+            annotations,
+        };
+        let manifest_bytes: Arc<[u8]> = canonical_json(&manifest).into();
+        Ok(Image {
+            digest: Digest::of(&manifest_bytes),
+            config,
+            config_bytes,
+            manifest,
+            manifest_bytes,
+            layers,
+        })
+    }
+
+    /// An image read from elsewhere, keeping its exact bytes (so its digest
+    /// is the source's). Checks that manifest, config and layers agree.
+    pub fn from_parts(manifest_bytes: Vec<u8>, config_bytes: Vec<u8>, layers: Vec<Layer>) -> Result<Self> {
+        let what = "image manifest";
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| Error::format(what, format!("not a manifest: {e}")))?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::format("image config", format!("not an image config: {e}")))?;
+        let cfg_digest = Digest::of(&config_bytes);
+        if cfg_digest != manifest.config.digest || config_bytes.len() as u64 != manifest.config.size {
+            return Err(Error::DigestMismatch {
+                what: "image config".into(),
+                expected: format!("{} ({} bytes)", manifest.config.digest, manifest.config.size),
+                found: format!("{cfg_digest} ({} bytes)", config_bytes.len()),
+            });
+        }
+        if manifest.layers.len() != layers.len() || config.rootfs.diff_ids.len() != layers.len() {
+            return Err(Error::format(
+                what,
+                format!(
+                    "{} layer descriptors, {} diff_ids in the config, {} layers given",
+                    manifest.layers.len(),
+                    config.rootfs.diff_ids.len(),
+                    layers.len()
+                ),
+            ));
+        }
+        Ok(Image {
+            digest: Digest::of(&manifest_bytes),
+            config,
+            config_bytes: config_bytes.into(),
+            manifest,
+            manifest_bytes: manifest_bytes.into(),
+            layers,
+        })
+    }
+
+    /// The manifest digest: the image's identity.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    /// The exact manifest bytes (what is stored, hashed and sent).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The exact config bytes.
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config_bytes
+    }
+    /// The parsed config.
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+    /// The layers, bottom first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+    /// The image's platform.
+    pub fn platform(&self) -> Platform {
+        self.config.platform()
+    }
+    /// A descriptor of the manifest (for an index), with its platform.
+    pub fn manifest_descriptor(&self) -> Descriptor {
+        let mut d = Descriptor::new(
+            oci::MEDIA_TYPE_MANIFEST,
+            self.digest.clone(),
+            self.manifest_bytes.len() as u64,
+        );
+        if let Some(mt) = &self.manifest.media_type {
+            d.media_type = mt.clone();
+        }
+        d.platform = Some(self.platform());
+        d
+    }
+    /// Total stored size: manifest, config and layer blobs.
+    pub fn total_size(&self) -> u64 {
+        self.manifest_bytes.len() as u64
+            + self.config_bytes.len() as u64
+            + self.layers.iter().map(|l| l.descriptor.size).sum::<u64>()
+    }
+}
+
+/// A config for an image built from nothing: the platform and the one timestamp.
+pub fn scratch_config(platform: &Platform, ts: Timestamp) -> ImageConfig {
+    ImageConfig {
+        created: Some(ts.rfc3339()),
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        config: Some(RuntimeConfig::default()),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        },
+        history: Vec::new(),
+    }
+}
+
+/// Appends a layer's history entry to a config (the layer itself goes into
+/// the layer list). The history carries only the timestamp and a fixed text:
+/// no host path, no tool version.
+pub fn push_history(config: &mut ImageConfig, ts: Timestamp, created_by: &str) {
+    config.created = Some(ts.rfc3339());
+    config.history.push(History {
+        created: Some(ts.rfc3339()),
+        created_by: Some(created_by.into()),
+        comment: None,
+        empty_layer: false,
+    });
+}

@@ -1,0 +1,26 @@
+//! The `kiln` binary: parse arguments, run one subcommand, print the error
+//! chain and map it to a documented exit code.
+//!
+//! Exit codes: 0 success; 1 the command ran and found a problem (reserved
+//! for scan, diff, verify); 2 usage error or failure (bad input, I/O,
+//! engine).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

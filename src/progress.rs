@@ -1,0 +1,57 @@
+//! Progress reporting on stderr with indicatif. Hidden with `--quiet`,
+//! `--json`, or when stderr is not a terminal; results go to stdout.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How much the user wants to see on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    show: bool,
+}
+
+impl Progress {
+    /// `quiet` hides everything; bars also hide when stderr is not a terminal.
+    pub fn new(quiet: bool) -> Self {
+        Progress { show: !quiet }
+    }
+
+    /// No output at all (library callers, tests).
+    pub fn hidden() -> Self {
+        Progress { show: false }
+    }
+
+    /// A byte-count bar for `total` bytes.
+    pub fn bytes(&self, total: u64, message: &str) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(Some(total), self.target());
+        let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let template = if plain {
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        } else {
+            "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(message.to_string());
+        bar
+    }
+
+    /// A spinner with a message.
+    pub fn spinner(&self, message: &str) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(None, self.target());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    }
+
+    fn target(&self) -> ProgressDrawTarget {
+        if self.show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        }
+    }
+}

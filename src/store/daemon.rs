@@ -1,0 +1,140 @@
+//! The Docker engine as a sink (`docker-daemon:NAME:TAG`): the image is
+//! streamed to the engine's load endpoint as a docker-archive, then checked
+//! by asking the engine for the image ID, which must equal the config digest.
+
+use std::time::Duration;
+
+use super::Sink;
+use crate::image::Image;
+use crate::reference::DockerName;
+use crate::{Error, Result};
+
+/// Loads images into the engine named by DOCKER_HOST (or the local socket).
+pub struct DaemonSink {
+    name: DockerName,
+}
+
+impl DaemonSink {
+    /// A sink that loads the image as `name`.
+    pub fn new(name: DockerName) -> Self {
+        DaemonSink { name }
+    }
+}
+
+/// Connects to the engine, with a timeout long enough for big loads.
+pub fn connect() -> Result<bollard::Docker> {
+    let docker = bollard::Docker::connect_with_defaults().map_err(|e| Error::Engine {
+        message: format!(
+            "cannot connect ({e}); is dockerd running? check DOCKER_HOST or start the engine (scripts/dev-env.sh up)"
+        ),
+    })?;
+    Ok(docker.with_timeout(Duration::from_secs(3600)))
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            context: "starting the async runtime".into(),
+            source: e,
+        })
+}
+
+impl Sink for DaemonSink {
+    fn put(&self, image: &Image) -> Result<()> {
+        use futures_util::StreamExt;
+        // The archive is produced on a thread and streamed through a pipe of
+        // bounded chunks: no temp file, bounded memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let img = image.clone();
+        let name = self.name.clone();
+        let producer = std::thread::spawn(move || {
+            let w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(1 << 20),
+            };
+            match super::archive::write_archive(&img, Some(&name), w) {
+                Ok(mut w) => {
+                    let _ = w.send_buf();
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    Err(e)
+                }
+            }
+        });
+        let rt = runtime()?;
+        let loaded: Result<()> = rt.block_on(async {
+            let docker = connect()?;
+            docker.ping().await.map_err(|e| Error::Engine {
+                message: format!(
+                    "the engine does not answer ({e}); start it (scripts/dev-env.sh up) or set DOCKER_HOST"
+                ),
+            })?;
+            let stream =
+                futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            let body = bollard::body_try_stream(stream);
+            let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+                .quiet(true)
+                .build();
+            let mut results = docker.import_image(opts, body, None);
+            while let Some(r) = results.next().await {
+                r.map_err(|e| Error::Engine {
+                    message: format!("loading the image failed: {e}"),
+                })?;
+            }
+            let inspect = docker
+                .inspect_image(&self.name.to_string())
+                .await
+                .map_err(|e| Error::Engine {
+                    message: format!("the engine did not keep {} after loading it: {e}", self.name),
+                })?;
+            let id = inspect.id.unwrap_or_default();
+            let want = image.manifest().config.digest.to_string();
+            if id != want {
+                return Err(Error::Engine {
+                    message: format!("{} has image ID {id} after loading, expected {want}", self.name),
+                });
+            }
+            Ok(())
+        });
+        let produced = producer.join().map_err(|_| Error::Engine {
+            message: "archive writer panicked".into(),
+        })?;
+        produced?;
+        loaded
+    }
+}
+
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 20)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the engine stopped reading"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.send_buf()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! Shared helpers for integration tests: the dev-env (engine, registry),
+//! running the real `kiln` binary, and the one `validate()` that every test
+//! producing an image calls.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kiln binary under test.
+pub fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Runs a command, returns its output; panics with stderr if it fails.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs kiln, expects failure with exit code 2; returns stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2 from {cmd:?}; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "kiln panicked: {stderr}");
+    stderr
+}
+
+/// stdout as a trimmed string.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Values from the dev-env's env file (scripts/dev-env.sh up writes it).
+pub fn dev_env() -> &'static BTreeMap<String, String> {
+    static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let state = std::env::var("KILN_DEV_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/kiln-dev"));
+        let file = state.join("env");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: the test environment is not up; run scripts/dev-env.sh up (scripts/test.sh does)",
+                file.display()
+            )
+        });
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// Fails (never skips) when the engine does not answer.
+pub fn require_engine() {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "the Docker engine does not answer ({}); run scripts/dev-env.sh up",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("docker CLI not found ({e}); run scripts/dev-env.sh up"),
+    }
+}
+
+/// Fails when a validator tool is missing.
+pub fn require_tool(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success());
+    assert!(
+        found.unwrap_or(false),
+        "{name} is not installed; run scripts/dev-env.sh up"
+    );
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn digest_hex(d: &str) -> &str {
+    d.strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {d}"))
+}
+
+struct SchemaDir(PathBuf);
+
+impl jsonschema::Retrieve for SchemaDir {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let s = uri.as_str();
+        let name = s.rsplit('/').next().unwrap_or(s).split('#').next().unwrap_or_default();
+        let text = std::fs::read_to_string(self.0.join(name)).map_err(|e| format!("{s}: {e}"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// Validates `doc` against one of the official OCI schemas in tests/oci-schema.
+pub fn schema_check(schema_file: &str, doc: &[u8], what: &str) {
+    let dir = repo().join("tests/oci-schema");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(schema_file)).unwrap()).unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .with_retriever(SchemaDir(dir))
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schema {schema_file}: {e}"));
+    let instance: Value = serde_json::from_slice(doc).unwrap_or_else(|e| panic!("{what} is not JSON: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what} fails {schema_file}: {errors:#?}");
+}
+
+/// What validate() learned about one image.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub digest: String,
+    pub manifest: Value,
+    pub config: Value,
+    /// Per layer: the uncompressed tar.
+    pub layer_tars: Vec<Vec<u8>>,
+}
+
+fn decompress(media_type: &str, blob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+        // An independent decoder: flate2's reader, not kiln's writer.
+        flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .expect("gzip layer decodes");
+    } else if media_type.ends_with("+zstd") {
+        zstd::stream::read::Decoder::new(blob)
+            .unwrap()
+            .read_to_end(&mut out)
+            .expect("zstd layer decodes");
+    } else {
+        out = blob.to_vec();
+    }
+    out
+}
+
+/// The invariant checker for an OCI layout: schemas for oci-layout, index,
+/// manifests and configs; every descriptor matches its blob's size and
+/// digest; diff_ids match the uncompressed layers; media types consistent;
+/// no stray temp files in blobs/. Returns what it read, per index entry.
+pub fn validate(layout: &Path) -> Vec<Checked> {
+    let layout_bytes = std::fs::read(layout.join("oci-layout")).expect("oci-layout present");
+    schema_check("image-layout-schema.json", &layout_bytes, "oci-layout");
+    let index_bytes = std::fs::read(layout.join("index.json")).expect("index.json present");
+    schema_check("image-index-schema.json", &index_bytes, "index.json");
+    let index: Value = serde_json::from_slice(&index_bytes).unwrap();
+    let blob = |d: &Value| -> Vec<u8> {
+        let digest = d["digest"].as_str().unwrap();
+        let bytes = std::fs::read(layout.join("blobs/sha256").join(digest_hex(digest)))
+            .unwrap_or_else(|e| panic!("blob {digest}: {e}"));
+        assert_eq!(bytes.len() as u64, d["size"].as_u64().unwrap(), "size of {digest}");
+        assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), digest, "digest of blob");
+        bytes
+    };
+    // Every file in blobs/sha256 is a complete blob named by its digest.
+    for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            e.file_name().to_string_lossy(),
+            "stray or partial blob {:?}",
+            e.path()
+        );
+    }
+    let mut out = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        let manifest_bytes = blob(m);
+        schema_check("image-manifest-schema.json", &manifest_bytes, "manifest");
+        let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+        assert_eq!(manifest["mediaType"], m["mediaType"]);
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        let config_bytes = blob(&manifest["config"]);
+        schema_check("config-schema.json", &config_bytes, "config");
+        let config: Value = serde_json::from_slice(&config_bytes).unwrap();
+        assert_eq!(m["platform"]["architecture"], config["architecture"]);
+        assert_eq!(m["platform"]["os"], config["os"]);
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(diff_ids.len(), layers.len(), "one diff_id per layer");
+        assert_eq!(config["rootfs"]["type"], "layers");
+        if let Some(h) = config["history"].as_array() {
+            let non_empty = h.iter().filter(|e| e["empty_layer"] != true).count();
+            assert_eq!(non_empty, layers.len(), "one history entry per layer");
+        }
+        let mut layer_tars = Vec::new();
+        for (l, diff_id) in layers.iter().zip(diff_ids) {
+            let mt = l["mediaType"].as_str().unwrap();
+            assert!(
+                mt.starts_with("application/vnd.oci.image.layer.v1.tar"),
+                "layer media type {mt}"
+            );
+            let tar = decompress(mt, &blob(l));
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&tar)),
+                diff_id.as_str().unwrap(),
+                "diff_id of {}",
+                l["digest"]
+            );
+            assert!(
+                tar.len().is_multiple_of(512) && tar.len() >= 1024,
+                "tar ends on a block with the end marker"
+            );
+            assert!(
+                tar[tar.len() - 1024..].iter().all(|&b| b == 0),
+                "tar ends with two zero blocks"
+            );
+            layer_tars.push(tar);
+        }
+        out.push(Checked {
+            digest: m["digest"].as_str().unwrap().to_string(),
+            manifest,
+            config,
+            layer_tars,
+        });
+    }
+    out
+}
+
+/// One entry of a layer as an independent reader (the tar crate) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarEntry {
+    pub path: String,
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub link: Option<String>,
+    pub content: Vec<u8>,
+}
+
+pub fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
+    let mut ar = tar::Archive::new(tar);
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            TarEntry {
+                path: e.path().unwrap().to_string_lossy().into_owned(),
+                kind: match h.entry_type() {
+                    tar::EntryType::Regular => 'f',
+                    tar::EntryType::Directory => 'd',
+                    tar::EntryType::Symlink => 'l',
+                    tar::EntryType::Link => 'h',
+                    _ => '?',
+                },
+                mode: h.mode().unwrap(),
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                mtime: h.mtime().unwrap(),
+                link: e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
+                content,
+            }
+        })
+        .collect()
+}
+
+/// A static hello binary built once per test run from examples/hello-http
+/// (host cargo, +crt-static), shared by tests that run images.
+pub fn static_hello() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = repo().join("examples/hello-http");
+        let target = repo().join("target/test-examples");
+        ok(Command::new("cargo")
+            .current_dir(&dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--locked",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ]));
+        target.join("x86_64-unknown-linux-gnu/release/hello-http")
+    })
+    .clone()
+}
+
+/// A unique name for engine objects made by tests.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
