@@ -34,6 +34,7 @@ install_packages() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v lddtree >/dev/null || missing+=(pax-utils python3-pyelftools)
     command -v pigz >/dev/null || missing+=(pigz)
+    command -v cpio >/dev/null || missing+=(cpio)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
     command -v docker >/dev/null || missing+=(docker.io)
