@@ -71,6 +71,18 @@ pub enum Error {
     #[error("container engine: {message}")]
     Engine { message: String },
 
+    /// A configuration file is wrong (file:line:column in the message).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
+    /// The build failed; `output` holds the compiler's own last lines.
+    #[error("{message}\n{output}")]
+    Build { message: String, output: String },
+
+    /// The user interrupted the command (Ctrl-C); everything was cleaned up.
+    #[error("interrupted; containers removed")]
+    Interrupted,
+
     /// An I/O error with no path to name (pipes, threads).
     #[error("{context}: {source}")]
     Io {

@@ -9,6 +9,8 @@
 //! ([`layer::Timestamp`], modes, owners), never on the host.
 
 pub mod assemble;
+pub mod build;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod image;

@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 success; 1 the command ran and found a problem (reserved
 //! for scan, diff, verify); 2 usage error or failure (bad input, I/O,
-//! engine).
+//! engine); 130 interrupted (Ctrl-C), after cleaning up.
 
 mod cli;
 
@@ -16,6 +16,10 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            if matches!(e.downcast_ref::<kiln::Error>(), Some(kiln::Error::Interrupted)) {
+                eprintln!("kiln: interrupted; build containers removed");
+                return ExitCode::from(130);
+            }
             eprintln!("kiln: error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");

@@ -4,7 +4,7 @@ use crate::{Error, Result};
 
 /// Seconds since the Unix epoch used for every mtime, `created` and history
 /// entry. Taken from SOURCE_DATE_EPOCH when set, else 0: never the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {

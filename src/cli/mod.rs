@@ -2,7 +2,9 @@
 //! file and turns its arguments into library calls; no logic lives here.
 
 mod assemble;
+mod build;
 mod inspect;
+mod lock;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Assemble an image from files onto scratch or a base, without a daemon.
     Assemble(Box<assemble::Args>),
+    /// Build the project in its pinned builder and assemble a reproducible image.
+    Build(Box<build::Args>),
+    /// Pin the builder and base images to digests in kiln.lock.
+    Lock(lock::Args),
     /// Show an image's manifest, config and layers.
     Inspect(inspect::Args),
 }
@@ -33,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let progress = kiln::progress::Progress::new(cli.quiet || cli.json);
     match cli.command {
         Command::Assemble(a) => assemble::run(*a, cli.json, cli.quiet, &progress),
+        Command::Build(a) => build::run(*a, cli.json, cli.quiet, &progress),
+        Command::Lock(a) => lock::run(a, cli.json),
         Command::Inspect(a) => inspect::run(a, cli.json),
     }
 }

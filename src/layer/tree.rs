@@ -151,6 +151,18 @@ impl Tree {
         self.insert(path, Node::Bytes { data, mode }, origin)
     }
 
+    /// Adds a host file (already stat'ed by the caller) at `dest`.
+    pub fn add_host_file(&mut self, dest: &str, src: PathBuf, size: u64, mode: u32, origin: &str) -> Result<()> {
+        let path = normalize_dest(dest).map_err(|r| Error::invalid("destination", dest, r))?;
+        self.insert(path, Node::File { src, size, mode }, origin)
+    }
+
+    /// Adds a symlink at `dest` pointing at `target` (verbatim).
+    pub fn add_symlink(&mut self, dest: &str, target: String, origin: &str) -> Result<()> {
+        let path = normalize_dest(dest).map_err(|r| Error::invalid("destination", dest, r))?;
+        self.insert(path, Node::Symlink { target }, origin)
+    }
+
     /// Adds an explicit directory at `dest`.
     pub fn add_dir(&mut self, dest: &str, mode: u32, origin: &str) -> Result<()> {
         let path = normalize_dest(dest).map_err(|r| Error::invalid("destination", dest, r))?;

@@ -80,7 +80,7 @@ pub(crate) fn copy_verified(src: &mut dyn Read, dest: &Path, expected: &Digest, 
 }
 
 /// Writes bytes to `path` atomically: a temp file beside it, then rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".kiln-tmp-")

@@ -1,0 +1,331 @@
+//! The `docker` builder backend (bollard; Engine 20.10 and newer, Podman's
+//! Docker-compatible socket). Two containers from the pinned builder image:
+//! a fetch phase with network (`cargo fetch --locked` into a cache volume,
+//! with the CA bundle for TLS-intercepting proxies), then a build phase with
+//! no network at fixed paths. Source goes in and artifacts come out as tar
+//! streams through the archive API; containers are removed on success,
+//! failure and Ctrl-C.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{Artifacts, Plan, PinnedImage};
+use crate::progress::Progress;
+use crate::store::daemon;
+use crate::{Error, Result};
+
+/// Label on every container and volume kiln creates.
+pub const LABEL: &str = "dev.kiln.owner";
+
+/// Fixed paths inside the builder.
+const CARGO_HOME: &str = "/kiln/cargo";
+const TARGET_DIR: &str = "/kiln/target";
+const OUT_DIR: &str = "/kiln/out";
+const CA_PATH: &str = "/kiln/ca.crt";
+
+fn engine_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
+    move |e| {
+        let text = e.to_string();
+        let hint = if text.contains("No such image") || text.contains("not found") {
+            "; is the image pushed and the reference right? `kiln lock --update` re-resolves it"
+        } else if text.contains("no space left") {
+            "; the engine's disk is full: `docker system prune` frees space"
+        } else if text.contains("connect") || text.contains("Connection refused") || text.contains("No such file") {
+            "; is the engine running? start it (scripts/dev-env.sh up) or set DOCKER_HOST"
+        } else {
+            ""
+        };
+        Error::Engine { message: format!("{context}: {text}{hint}") }
+    }
+}
+
+/// Makes sure `image` (a `repo@sha256:…` reference) is present, pulling it by digest.
+async fn ensure_image(docker: &Docker, pinned: &PinnedImage, progress: &Progress) -> Result<String> {
+    let by_digest = pinned.by_digest();
+    if docker.inspect_image(&by_digest).await.is_ok() {
+        return Ok(by_digest);
+    }
+    let sp = progress.spinner(&format!("pulling {by_digest}"));
+    let opts = CreateImageOptionsBuilder::default().from_image(&by_digest).build();
+    let mut s = docker.create_image(Some(opts), None, None);
+    while let Some(r) = s.next().await {
+        r.map_err(engine_err(&format!("pulling the builder {by_digest}")))?;
+    }
+    sp.finish_and_clear();
+    Ok(by_digest)
+}
+
+/// Resolves an image reference (tag) to a digest through the engine: pulls
+/// the tag, then reads the repo digest the engine recorded.
+pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::Digest> {
+    let (repo, tag) = split_tag(reference);
+    let opts = CreateImageOptionsBuilder::default().from_image(repo).tag(tag).build();
+    let mut s = docker.create_image(Some(opts), None, None);
+    while let Some(r) = s.next().await {
+        r.map_err(engine_err(&format!("pulling {reference}")))?;
+    }
+    let info = docker.inspect_image(reference).await.map_err(engine_err(&format!("inspecting {reference}")))?;
+    let digests = info.repo_digests.unwrap_or_default();
+    let found = digests
+        .iter()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")))
+        .or_else(|| digests.first().and_then(|d| d.split_once('@').map(|(_, d)| d)))
+        .ok_or_else(|| Error::Engine {
+            message: format!("{reference} has no registry digest in the engine; push it to a registry first"),
+        })?;
+    found.parse()
+}
+
+/// `repo:tag` → (`repo`, `tag`), `latest` when absent.
+pub fn split_tag(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, t),
+        _ => (reference, "latest"),
+    }
+}
+
+/// Runs the fetch and build phases for `plan`; `source_tar` holds the
+/// project (and CA bundle) as a tar to unpack at `/`.
+pub fn build(plan: &Plan, pinned: &PinnedImage, source_tar: &Path, progress: &Progress) -> Result<Artifacts> {
+    let rt = daemon::runtime()?;
+    let created: Arc<Mutex<Vec<String>>> = Arc::default();
+    let result = rt.block_on(async {
+        let docker = daemon::connect()?;
+        docker.ping().await.map_err(|e| Error::Engine {
+            message: format!("the engine does not answer ({e}); start it (scripts/dev-env.sh up) or set DOCKER_HOST"),
+        })?;
+        let flow = run(&docker, plan, pinned, source_tar, progress, created.clone());
+        let r = tokio::select! {
+            r = flow => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        };
+        // Whatever happened, the containers go; cache volumes stay (they are
+        // the cache) unless this was a fresh build.
+        let ids: Vec<String> = created.lock().expect("container list").drain(..).collect();
+        for id in ids {
+            let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            let _ = docker.remove_container(&id, Some(opts)).await;
+        }
+        if plan.fresh.is_some() {
+            for v in [plan.cargo_volume(pinned), plan.target_volume(pinned)] {
+                let _ = docker.remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+            }
+        }
+        r
+    });
+    result
+}
+
+fn mounts(plan: &Plan, pinned: &PinnedImage, with_target: bool) -> Vec<Mount> {
+    let mut m = vec![Mount {
+        target: Some(CARGO_HOME.into()),
+        source: Some(plan.cargo_volume(pinned)),
+        typ: Some(MountType::VOLUME),
+        ..Default::default()
+    }];
+    if with_target {
+        m.push(Mount {
+            target: Some(TARGET_DIR.into()),
+            source: Some(plan.target_volume(pinned)),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        });
+    }
+    m
+}
+
+async fn run(
+    docker: &Docker,
+    plan: &Plan,
+    pinned: &PinnedImage,
+    source_tar: &Path,
+    progress: &Progress,
+    created: Arc<Mutex<Vec<String>>>,
+) -> Result<Artifacts> {
+    let image = ensure_image(docker, pinned, progress).await?;
+    for m in mounts(plan, pinned, true) {
+        let name = m.source.expect("named volume");
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(HashMap::from([(LABEL.to_string(), "cache".to_string())])),
+            ..Default::default()
+        };
+        docker.create_volume(req).await.map_err(engine_err(&format!("creating cache volume {name}")))?;
+    }
+
+    // Phase 1: fetch, with network.
+    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
+    if plan.ca_bundle.is_some() {
+        for k in ["CARGO_HTTP_CAINFO", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE"] {
+            env.push(format!("{k}={CA_PATH}"));
+        }
+    }
+    // Proxies the user's environment names are part of the network, not the build.
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
+        if let Ok(v) = std::env::var(k) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", super::source::SRC_DIR));
+    let sp = progress.spinner("fetching dependencies (network on)");
+    let fetch = Phase { name: "fetch", cmd: fetch_cmd, env, network: true, with_target: false };
+    let (code, log) = run_phase(docker, plan, pinned, &image, &fetch, source_tar, &sp, created.clone()).await?;
+    sp.finish_and_clear();
+    if code != 0 {
+        return Err(Error::Build {
+            message: format!("`cargo fetch` failed in the builder (exit {code}); check Cargo.lock is committed and the network/CA bundle ([build] ca_bundle)"),
+            output: log,
+        });
+    }
+
+    // Phase 2: build, no network.
+    let script = format!(
+        "set -e\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+         rustc -V > {OUT_DIR}/toolchain\n\
+         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
+        plan.build_args().join(" "),
+        plan.target,
+        plan.profile_dir(),
+        plan.bin
+    );
+    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
+    env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")));
+    let sp = progress.spinner("compiling (network off)");
+    let build = Phase {
+        name: "build",
+        cmd: vec!["sh".into(), "-c".into(), script],
+        env,
+        network: false,
+        with_target: true,
+    };
+    let (code, log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
+    sp.finish_and_clear();
+    let id = created.lock().expect("container list").last().cloned().expect("build container");
+    if code != 0 {
+        return Err(Error::Build {
+            message: format!("the build failed in the builder (exit {code}); the compiler said:"),
+            output: log,
+        });
+    }
+    // Artifacts leave as a tar stream.
+    let opts = DownloadFromContainerOptionsBuilder::default().path(OUT_DIR).build();
+    let mut s = docker.download_from_container(&id, Some(opts));
+    let mut tar_bytes = Vec::new();
+    while let Some(chunk) = s.next().await {
+        tar_bytes.extend_from_slice(&chunk.map_err(engine_err("copying the binary out of the builder"))?);
+    }
+    super::artifacts_from_tar(&tar_bytes, &plan.bin)
+}
+
+struct Phase {
+    name: &'static str,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    network: bool,
+    with_target: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_phase(
+    docker: &Docker,
+    plan: &Plan,
+    pinned: &PinnedImage,
+    image: &str,
+    phase: &Phase,
+    source_tar: &Path,
+    bar: &indicatif::ProgressBar,
+    created: Arc<Mutex<Vec<String>>>,
+) -> Result<(i64, String)> {
+    let name = format!("kiln-{}-{}-{}", phase.name, std::process::id(), rand_suffix());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(phase.cmd.clone()),
+        env: Some(phase.env.clone()),
+        working_dir: Some(super::source::SRC_DIR.into()),
+        hostname: Some("kiln".into()),
+        labels: Some(HashMap::from([(LABEL.to_string(), phase.name.to_string())])),
+        host_config: Some(HostConfig {
+            mounts: Some(mounts(plan, pinned, phase.with_target)),
+            network_mode: if phase.network { None } else { Some("none".into()) },
+            ..Default::default()
+        }),
+        network_disabled: if phase.network { None } else { Some(true) },
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+    let c = docker.create_container(Some(opts), body).await.map_err(engine_err("creating the build container"))?;
+    created.lock().expect("container list").push(c.id.clone());
+
+    let file = tokio::fs::File::open(source_tar).await.map_err(Error::read(source_tar))?;
+    let stream = futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+    docker
+        .upload_to_container(&c.id, Some(opts), bollard::body_try_stream(stream))
+        .await
+        .map_err(engine_err("copying the source into the builder"))?;
+    docker.start_container(&c.id, None).await.map_err(engine_err("starting the build container"))?;
+
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+    let mut logs = docker.logs(&c.id, Some(opts));
+    let mut partial = String::new();
+    while let Some(item) = logs.next().await {
+        let Ok(out) = item else { break };
+        partial.push_str(&String::from_utf8_lossy(&out.into_bytes()));
+        while let Some(i) = partial.find('\n') {
+            let line: String = partial.drain(..=i).collect();
+            let line = line.trim_end().to_string();
+            let shown = line.trim_start();
+            if shown.starts_with("Compiling") || shown.starts_with("Downloaded") || shown.starts_with("Finished") {
+                bar.set_message(format!("{}: {shown}", phase.name));
+            }
+            if plan.verbose {
+                bar.suspend(|| eprintln!("{line}"));
+            }
+            tail.push_back(line);
+            if tail.len() > 80 {
+                tail.pop_front();
+            }
+        }
+    }
+    if !partial.is_empty() {
+        tail.push_back(partial);
+    }
+    let mut code = 0;
+    let mut wait = docker.wait_container(&c.id, None);
+    while let Some(r) = wait.next().await {
+        match r {
+            Ok(w) => code = w.status_code,
+            Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+            Err(e) => return Err(engine_err("waiting for the build container")(e)),
+        }
+    }
+    Ok((code, tail.into_iter().collect::<Vec<_>>().join("\n")))
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    // Only names a container; never reaches an output.
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{n:08x}")
+}

@@ -1,0 +1,81 @@
+//! The project's source as kiln sends it to a builder: a tar stream built
+//! from the project directory (never a bind mount, so the host path cannot
+//! leak and a remote engine works), skipping `target/`, `.git/` and whatever
+//! `.kilnignore` (gitignore syntax) excludes.
+
+use std::path::Path;
+
+use crate::layer::tree::{Tree, normalized_file_mode};
+use crate::{Error, Result};
+
+/// Where the source sits inside the builder.
+pub const SRC_DIR: &str = "/kiln/src";
+
+/// Collects the project's files under `prefix` (an absolute image path).
+pub fn collect(project: &Path, prefix: &str) -> Result<Tree> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tree = Tree::new();
+    tree.add_dir(prefix, 0o755, "source")?;
+    let walker = ignore::WalkBuilder::new(project)
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(".kilnignore")
+        .filter_entry(|e| {
+            // Build outputs and VCS data never go in: they are large and host-specific.
+            !(e.depth() == 1 && matches!(e.file_name().to_str(), Some("target" | ".git")))
+        })
+        .build();
+    for entry in walker {
+        let entry = entry.map_err(|e| Error::format("project source", e.to_string()))?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let host = entry.path();
+        let rel = host.strip_prefix(project).expect("walk stays below the project");
+        let rel = rel.to_str().ok_or_else(|| {
+            Error::invalid("file name", host.display().to_string(), "not UTF-8; rename it or list it in .kilnignore")
+        })?;
+        let dest = format!("{prefix}/{rel}");
+        let meta = std::fs::symlink_metadata(host).map_err(Error::read(host))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            tree.add_dir(&dest, 0o755, "source")?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(host).map_err(Error::read(host))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| Error::invalid("symlink target", host.display().to_string(), "not UTF-8"))?;
+            tree.add_symlink(&dest, target.to_string(), "source")?;
+        } else if ft.is_file() {
+            let mode = normalized_file_mode(meta.permissions().mode());
+            tree.add_host_file(&dest, host.to_path_buf(), meta.len(), mode, "source")?;
+        }
+    }
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_target_git_and_kilnignored() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        for f in ["Cargo.toml", "src/main.rs", "target/debug/x", ".git/HEAD", "big/blob.bin", "notes.tmp", "sub/target/keep"] {
+            std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
+            std::fs::write(p.join(f), "x").unwrap();
+        }
+        std::fs::write(p.join(".kilnignore"), "big/\n*.tmp\n").unwrap();
+        let t = collect(p, "/kiln/src").unwrap();
+        let paths: Vec<&str> = t.entries().map(|(p, _)| p).collect();
+        assert!(paths.contains(&"kiln/src/src/main.rs"));
+        assert!(paths.contains(&"kiln/src/sub/target/keep"), "only the top-level target/ is skipped");
+        assert!(paths.contains(&"kiln/src/.kilnignore"));
+        for gone in ["kiln/src/target", "kiln/src/.git", "kiln/src/big", "kiln/src/notes.tmp"] {
+            assert!(!paths.contains(&gone), "{gone} should be skipped: {paths:?}");
+        }
+    }
+}

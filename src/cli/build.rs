@@ -1,0 +1,104 @@
+//! `kiln build`: build the project in its pinned builder and assemble the image.
+
+use std::path::PathBuf;
+
+use kiln::build::{self, Backend, BuildRequest};
+use kiln::progress::Progress;
+use kiln::reference::ImageRef;
+use kiln::time::Timestamp;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The project directory (with Cargo.toml and kiln.toml).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    project: PathBuf,
+    /// Where to write; repeatable [default: oci:target/kiln/image:VERSION].
+    #[arg(long = "out", value_name = "REF")]
+    outs: Vec<String>,
+    /// Fail instead of creating or changing kiln.lock.
+    #[arg(long)]
+    locked: bool,
+    /// Builder backend: docker (pinned builder image) or host (local cargo, not pinned).
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<String>,
+    /// Builder image, overriding [build] builder.
+    #[arg(long, value_name = "REF")]
+    builder: Option<String>,
+    /// Build even when an identical build is in the cache (the result is stored).
+    #[arg(long)]
+    no_cache: bool,
+    /// Build from empty, throw-away cache volumes: a cold build (implies --no-cache).
+    #[arg(long)]
+    fresh: bool,
+    /// Stream the compiler's whole output to stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    let backend = match a.backend.as_deref() {
+        None => None,
+        Some("docker") => Some(Backend::Docker),
+        Some("host") => Some(Backend::Host),
+        Some(other) => {
+            return Err(kiln::Error::invalid("--backend", other, "expected docker or host").into());
+        }
+    };
+    let outs = a.outs.iter().map(|o| ImageRef::parse(o)).collect::<Result<Vec<_>, _>>()?;
+    let timestamp = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(Timestamp::parse(&v)?),
+        _ => None,
+    };
+    let req = BuildRequest {
+        project: a.project.clone(),
+        locked: a.locked,
+        backend,
+        builder: a.builder,
+        no_cache: a.no_cache,
+        fresh: a.fresh,
+        outs,
+        verbose: a.verbose && !quiet,
+        timestamp,
+    };
+    let r = build::build(&req, progress)?;
+    let digest = r.image.digest().to_string();
+    if json {
+        let v = serde_json::json!({
+            "digest": digest,
+            "config": r.image.manifest().config.digest.to_string(),
+            "size": r.image.total_size(),
+            "cache": if r.cache_hit { "hit" } else { "miss" },
+            "lock": r.lock_state,
+            "backend": r.plan.backend,
+            "builder": r.plan.builder,
+            "toolchain": r.toolchain,
+            "toolchain_pinned": r.toolchain_pinned,
+            "recipe": r.plan.recipe,
+            "source_date_epoch": r.plan.timestamp.0,
+            "outputs": r.outputs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            "timings": r.timings.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("{digest}");
+    if !quiet {
+        if !r.toolchain_pinned {
+            eprintln!("warning: built with the host's toolchain ({}): it is not pinned, so another machine may produce other bytes", r.toolchain);
+        }
+        match r.lock_state {
+            "created" => eprintln!("kiln.lock: created (commit it)"),
+            "updated" => eprintln!("kiln.lock: updated (commit it)"),
+            _ => {}
+        }
+        if r.cache_hit {
+            eprintln!("cache: identical inputs were built before; reused without running the builder");
+        }
+        for o in &r.outputs {
+            eprintln!("wrote {o} ({} bytes, {:.1}s)", r.image.total_size(), started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(0)
+}
