@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
-use super::{Artifacts, Plan, PinnedImage};
+use super::{Artifacts, PinnedImage, Plan};
 use crate::progress::Progress;
 use crate::store::daemon;
 use crate::{Error, Result};
@@ -44,7 +44,9 @@ fn engine_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '
         } else {
             ""
         };
-        Error::Engine { message: format!("{context}: {text}{hint}") }
+        Error::Engine {
+            message: format!("{context}: {text}{hint}"),
+        }
     }
 }
 
@@ -73,7 +75,10 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
     while let Some(r) = s.next().await {
         r.map_err(engine_err(&format!("pulling {reference}")))?;
     }
-    let info = docker.inspect_image(reference).await.map_err(engine_err(&format!("inspecting {reference}")))?;
+    let info = docker
+        .inspect_image(reference)
+        .await
+        .map_err(engine_err(&format!("inspecting {reference}")))?;
     let digests = info.repo_digests.unwrap_or_default();
     let found = digests
         .iter()
@@ -98,7 +103,7 @@ pub fn split_tag(reference: &str) -> (&str, &str) {
 pub fn build(plan: &Plan, pinned: &PinnedImage, source_tar: &Path, progress: &Progress) -> Result<Artifacts> {
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
-    let result = rt.block_on(async {
+    rt.block_on(async {
         let docker = daemon::connect()?;
         docker.ping().await.map_err(|e| Error::Engine {
             message: format!("the engine does not answer ({e}); start it (scripts/dev-env.sh up) or set DOCKER_HOST"),
@@ -117,12 +122,13 @@ pub fn build(plan: &Plan, pinned: &PinnedImage, source_tar: &Path, progress: &Pr
         }
         if plan.fresh.is_some() {
             for v in [plan.cargo_volume(pinned), plan.target_volume(pinned)] {
-                let _ = docker.remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+                let _ = docker
+                    .remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await;
             }
         }
         r
-    });
-    result
+    })
 }
 
 fn mounts(plan: &Plan, pinned: &PinnedImage, with_target: bool) -> Vec<Mount> {
@@ -159,7 +165,10 @@ async fn run(
             labels: Some(HashMap::from([(LABEL.to_string(), "cache".to_string())])),
             ..Default::default()
         };
-        docker.create_volume(req).await.map_err(engine_err(&format!("creating cache volume {name}")))?;
+        docker
+            .create_volume(req)
+            .await
+            .map_err(engine_err(&format!("creating cache volume {name}")))?;
     }
 
     // Phase 1: fetch, with network.
@@ -170,19 +179,34 @@ async fn run(
         }
     }
     // Proxies the user's environment names are part of the network, not the build.
-    for k in ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ] {
         if let Ok(v) = std::env::var(k) {
             env.push(format!("{k}={v}"));
         }
     }
     let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", super::source::SRC_DIR));
     let sp = progress.spinner("fetching dependencies (network on)");
-    let fetch = Phase { name: "fetch", cmd: fetch_cmd, env, network: true, with_target: false };
+    let fetch = Phase {
+        name: "fetch",
+        cmd: fetch_cmd,
+        env,
+        network: true,
+        with_target: false,
+    };
     let (code, log) = run_phase(docker, plan, pinned, &image, &fetch, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
     if code != 0 {
         return Err(Error::Build {
-            message: format!("`cargo fetch` failed in the builder (exit {code}); check Cargo.lock is committed and the network/CA bundle ([build] ca_bundle)"),
+            message: format!(
+                "`cargo fetch` failed in the builder (exit {code}); check Cargo.lock is committed and the network/CA bundle ([build] ca_bundle)"
+            ),
             output: log,
         });
     }
@@ -198,7 +222,10 @@ async fn run(
         plan.bin
     );
     let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
-    env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")));
+    env.push(format!(
+        "CARGO_ENCODED_RUSTFLAGS={}",
+        plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")
+    ));
     let sp = progress.spinner("compiling (network off)");
     let build = Phase {
         name: "build",
@@ -209,7 +236,12 @@ async fn run(
     };
     let (code, log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
-    let id = created.lock().expect("container list").last().cloned().expect("build container");
+    let id = created
+        .lock()
+        .expect("container list")
+        .last()
+        .cloned()
+        .expect("build container");
     if code != 0 {
         return Err(Error::Build {
             message: format!("the build failed in the builder (exit {code}); the compiler said:"),
@@ -262,10 +294,15 @@ async fn run_phase(
         ..Default::default()
     };
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-    let c = docker.create_container(Some(opts), body).await.map_err(engine_err("creating the build container"))?;
+    let c = docker
+        .create_container(Some(opts), body)
+        .await
+        .map_err(engine_err("creating the build container"))?;
     created.lock().expect("container list").push(c.id.clone());
 
-    let file = tokio::fs::File::open(source_tar).await.map_err(Error::read(source_tar))?;
+    let file = tokio::fs::File::open(source_tar)
+        .await
+        .map_err(Error::read(source_tar))?;
     let stream = futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 1 << 20];
@@ -283,10 +320,17 @@ async fn run_phase(
         .upload_to_container(&c.id, Some(opts), bollard::body_try_stream(stream))
         .await
         .map_err(engine_err("copying the source into the builder"))?;
-    docker.start_container(&c.id, None).await.map_err(engine_err("starting the build container"))?;
+    docker
+        .start_container(&c.id, None)
+        .await
+        .map_err(engine_err("starting the build container"))?;
 
     let mut tail: VecDeque<String> = VecDeque::new();
-    let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+    let opts = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
     let mut logs = docker.logs(&c.id, Some(opts));
     let mut partial = String::new();
     while let Some(item) = logs.next().await {
@@ -326,6 +370,9 @@ async fn run_phase(
 fn rand_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     // Only names a container; never reaches an output.
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{n:08x}")
 }

@@ -37,9 +37,20 @@ pub fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
         sp.finish_and_clear();
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = text.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: Vec<&str> = text
+                .lines()
+                .rev()
+                .take(80)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             return Err(Error::Build {
-                message: format!("`cargo {}` failed on the host ({}); cargo said:", args.first().map(String::as_str).unwrap_or(""), out.status),
+                message: format!(
+                    "`cargo {}` failed on the host ({}); cargo said:",
+                    args.first().map(String::as_str).unwrap_or(""),
+                    out.status
+                ),
                 output: tail.join("\n"),
             });
         }

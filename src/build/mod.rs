@@ -182,8 +182,15 @@ impl Plan {
     /// Name of the target-dir cache volume: per builder and project identity,
     /// shared by every checkout of the project.
     pub fn target_volume(&self, pinned: &PinnedImage) -> String {
-        let key = format!("{}|{}|{}|{}", pinned.digest, self.package_name, self.target, self.profile);
-        format!("kiln-target-{}{}", &Digest::of(key.as_bytes()).hex()[..16], self.volume_suffix())
+        let key = format!(
+            "{}|{}|{}|{}",
+            pinned.digest, self.package_name, self.target, self.profile
+        );
+        format!(
+            "kiln-target-{}{}",
+            &Digest::of(key.as_bytes()).hex()[..16],
+            self.volume_suffix()
+        )
     }
 
     /// Name of the cargo-home cache volume (registry and git caches).
@@ -212,13 +219,19 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
     let mut binary = None;
     let mut ca = None;
     let mut toolchain = String::new();
-    let entries = ar.entries().map_err(|e| Error::format("builder output", e.to_string()))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| Error::format("builder output", e.to_string()))?;
     for e in entries {
         let mut e = e.map_err(|e| Error::format("builder output", e.to_string()))?;
         let name = e.path().map_err(|e| Error::format("builder output", e.to_string()))?;
-        let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = name
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut buf = Vec::new();
-        e.read_to_end(&mut buf).map_err(|e| Error::format("builder output", e.to_string()))?;
+        e.read_to_end(&mut buf)
+            .map_err(|e| Error::format("builder output", e.to_string()))?;
         match name.as_str() {
             "binary" => binary = Some(buf),
             "ca.crt" => ca = Some(buf),
@@ -263,7 +276,11 @@ pub struct BuildResult {
 
 /// The default output of `kiln build`.
 pub fn default_out(project: &Path, version: &str) -> ImageRef {
-    let tag = if crate::reference::valid_tag(version) { Some(version.to_string()) } else { None };
+    let tag = if crate::reference::valid_tag(version) {
+        Some(version.to_string())
+    } else {
+        None
+    };
     ImageRef::Oci {
         dir: project.join("target/kiln/image"),
         tag,
@@ -298,22 +315,32 @@ fn spanned_str(s: &Option<Spanned<String>>) -> Option<(String, std::ops::Range<u
 pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     let toml_path = req.project.join("kiln.toml");
     let (cfg, text): (KilnToml, String) = KilnToml::load(&toml_path)?;
-    let src = Source { file: &toml_path, text: &text };
+    let src = Source {
+        file: &toml_path,
+        text: &text,
+    };
     let at = |span: std::ops::Range<usize>, msg: String| Error::Config(src.error(span, msg));
 
     let recipe_name = spanned_str(&cfg.image.recipe).unwrap_or(("scratch-static".into(), 0..0));
     let recipe: Recipe = recipe::get(&recipe_name.0).map_err(|e| at(recipe_name.1.clone(), e.to_string()))?;
 
     let package_arg = spanned_str(&cfg.build.package);
-    let pkg = project::find(&req.project, package_arg.as_ref().map(|p| p.0.as_str()))
-        .map_err(|e| match &package_arg {
+    let pkg =
+        project::find(&req.project, package_arg.as_ref().map(|p| p.0.as_str())).map_err(|e| match &package_arg {
             Some((_, span)) => at(span.clone(), e.to_string()),
             None => e,
         })?;
     let bin = match spanned_str(&cfg.build.bin) {
         Some((b, span)) => {
             if !pkg.bins.contains(&b) {
-                return Err(at(span, format!("package `{}` has no binary `{b}`; binaries: {}", pkg.name, pkg.bins.join(", "))));
+                return Err(at(
+                    span,
+                    format!(
+                        "package `{}` has no binary `{b}`; binaries: {}",
+                        pkg.name,
+                        pkg.bins.join(", ")
+                    ),
+                ));
             }
             b
         }
@@ -331,7 +358,10 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
                 return Err(Error::invalid(
                     "kiln.toml",
                     toml_path.display().to_string(),
-                    format!("several binaries ({}); choose one with [build] bin = \"NAME\"", many.join(", ")),
+                    format!(
+                        "several binaries ({}); choose one with [build] bin = \"NAME\"",
+                        many.join(", ")
+                    ),
                 ));
             }
         },
@@ -345,11 +375,16 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             Some((b, span)) => return Err(at(span, format!("unknown backend `{b}`; write \"docker\" or \"host\""))),
         },
     };
-    let profile = spanned_str(&cfg.build.profile).map(|p| p.0).unwrap_or_else(|| "release".into());
+    let profile = spanned_str(&cfg.build.profile)
+        .map(|p| p.0)
+        .unwrap_or_else(|| "release".into());
     let target = match spanned_str(&cfg.build.target) {
         Some((t, span)) => {
             if t.split('-').count() < 3 || t.contains(char::is_whitespace) {
-                return Err(at(span, format!("`{t}` is not a target triple; e.g. x86_64-unknown-linux-gnu")));
+                return Err(at(
+                    span,
+                    format!("`{t}` is not a target triple; e.g. x86_64-unknown-linux-gnu"),
+                ));
             }
             t
         }
@@ -361,7 +396,10 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         Some((p, span)) => {
             let path = req.project.join(&p);
             if !path.is_file() {
-                return Err(at(span, format!("CA bundle `{p}` does not exist; give a PEM file or remove ca_bundle")));
+                return Err(at(
+                    span,
+                    format!("CA bundle `{p}` does not exist; give a PEM file or remove ca_bundle"),
+                ));
             }
             Some(path)
         }
@@ -370,7 +408,12 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             .map(PathBuf::from)
             .find(|p| p.is_file()),
     };
-    let env = cfg.build.env.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect();
+    let env = cfg
+        .build
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+        .collect();
 
     // The image side.
     let im = &cfg.image;
@@ -382,7 +425,11 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
              (an OCI layout, e.g. made with `skopeo copy`) or use recipe scratch-static",
             base.0
         );
-        return Err(if im.base.is_some() { at(span, msg) } else { at(recipe_name.1.clone(), msg) });
+        return Err(if im.base.is_some() {
+            at(span, msg)
+        } else {
+            at(recipe_name.1.clone(), msg)
+        });
     }
     if base.0.starts_with("oci:") {
         ImageRef::parse(&base.0).map_err(|e| at(base.1.clone(), e.to_string()))?;
@@ -420,13 +467,19 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         let v = f.get_ref();
         let mode = match &v.mode {
             Some(m) => Some(u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
-                at(f.span(), format!("mode `{m}` is not octal permission bits; write e.g. \"0644\""))
+                at(
+                    f.span(),
+                    format!("mode `{m}` is not octal permission bits; write e.g. \"0644\""),
+                )
             })?),
             None => None,
         };
         crate::layer::tree::normalize_dest(&v.dest).map_err(|r| at(f.span(), format!("dest `{}`: {r}", v.dest)))?;
         if Path::new(&v.src).is_absolute() || v.src.split('/').any(|c| c == "..") {
-            return Err(at(f.span(), format!("src `{}` must be a path inside the project, without `..`", v.src)));
+            return Err(at(
+                f.span(),
+                format!("src `{}` must be a path inside the project, without `..`", v.src),
+            ));
         }
         if !req.project.join(&v.src).exists() {
             return Err(at(f.span(), format!("src `{}` does not exist in the project", v.src)));
@@ -435,7 +488,10 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     }
     for (k, _) in im.env.iter().chain(im.labels.iter()) {
         if k.is_empty() || k.contains('=') || k.contains(char::is_whitespace) {
-            return Err(Error::Config(src.error(0..0, format!("key `{k}` in [image] env/labels must be non-empty without `=` or spaces"))));
+            return Err(Error::Config(src.error(
+                0..0,
+                format!("key `{k}` in [image] env/labels must be non-empty without `=` or spaces"),
+            )));
         }
     }
     let bin_path = format!("{}/{}", recipe.bin_dir.trim_end_matches('/'), bin);
@@ -468,7 +524,10 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         Some(t) => t,
         None => source_date_epoch(&req.project)?,
     };
-    let builder_ref = req.builder.clone().or_else(|| spanned_str(&cfg.build.builder).map(|b| b.0));
+    let builder_ref = req
+        .builder
+        .clone()
+        .or_else(|| spanned_str(&cfg.build.builder).map(|b| b.0));
     if backend == Backend::Docker && builder_ref.is_none() {
         return Err(Error::Config(src.error(
             0..0,
@@ -479,7 +538,16 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     let plan = Plan {
         project: req.project.clone(),
         verbose: req.verbose,
-        fresh: req.fresh.then(|| format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))),
+        fresh: req.fresh.then(|| {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            )
+        }),
         backend,
         package: package_arg.map(|p| p.0),
         package_name: pkg.name,
@@ -515,13 +583,18 @@ pub fn pin(plan: &mut Plan, builder_ref: Option<&str>, locked: bool, update: boo
                 digest: r.split_once('@').expect("has @").1.parse()?,
             },
             None => match lock.get("builder", r, &platform) {
-                Some(d) if !update => PinnedImage { reference: r.to_string(), digest: d.clone() },
+                Some(d) if !update => PinnedImage {
+                    reference: r.to_string(),
+                    digest: d.clone(),
+                },
                 _ => {
                     if locked {
                         return Err(Error::invalid(
                             "kiln.lock",
                             lock_path.display().to_string(),
-                            format!("builder `{r}` is not pinned and --locked forbids changing the lock; run `kiln lock`"),
+                            format!(
+                                "builder `{r}` is not pinned and --locked forbids changing the lock; run `kiln lock`"
+                            ),
                         ));
                     }
                     let rt = crate::store::daemon::runtime()?;
@@ -530,7 +603,10 @@ pub fn pin(plan: &mut Plan, builder_ref: Option<&str>, locked: bool, update: boo
                         docker::resolve(&d, r).await
                     })?;
                     lock.set("builder", r, &platform, digest.clone());
-                    PinnedImage { reference: r.to_string(), digest }
+                    PinnedImage {
+                        reference: r.to_string(),
+                        digest,
+                    }
                 }
             },
         };
@@ -580,7 +656,12 @@ pub fn cache_key(plan: &Plan, source: &Tree) -> Result<Digest> {
     let (info, _) = crate::layer::write_layer_to(source, &opts, std::io::sink(), &|_| {})?;
     let mut h = HashingWriter::new(std::io::sink());
     use std::io::Write;
-    let _ = writeln!(h, "kiln-build-cache v1 kiln {} format {}", env!("CARGO_PKG_VERSION"), crate::ASSEMBLY_FORMAT_VERSION);
+    let _ = writeln!(
+        h,
+        "kiln-build-cache v1 kiln {} format {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::ASSEMBLY_FORMAT_VERSION
+    );
     let _ = h.write_all(&crate::oci::canonical_json(plan));
     let _ = writeln!(h, "\nsource {}", info.diff_id);
     Ok(h.finish().1)
@@ -617,7 +698,10 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             let artifacts = match plan.backend {
                 Backend::Docker => {
                     let pinned = plan.builder.clone().expect("docker backend has a pinned builder");
-                    let staging = tempfile::tempdir().map_err(|e| Error::Io { context: "temp dir".into(), source: e })?;
+                    let staging = tempfile::tempdir().map_err(|e| Error::Io {
+                        context: "temp dir".into(),
+                        source: e,
+                    })?;
                     let tar_path = staging.path().join("source.tar");
                     let mut upload = source_tree.clone();
                     if let Some(ca) = &plan.ca_bundle {
@@ -632,7 +716,12 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs())
                         .unwrap_or(0);
-                    let opts = LayerOptions { timestamp: Timestamp(now), uid: 0, gid: 0, compression: Compression::None };
+                    let opts = LayerOptions {
+                        timestamp: Timestamp(now),
+                        uid: 0,
+                        gid: 0,
+                        compression: Compression::None,
+                    };
                     crate::layer::write_layer(&upload, &opts, &tar_path, &|_| {})?;
                     docker::build(&plan, &pinned, &tar_path, progress)?
                 }
@@ -644,7 +733,10 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             timings.push(("assemble", t.elapsed().as_secs_f64()));
             // Into the cache, so the next identical build skips the engine.
             if let Err(e) = crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image) {
-                eprintln!("kiln: warning: could not store the build in the cache {} ({e})", cache.display());
+                eprintln!(
+                    "kiln: warning: could not store the build in the cache {} ({e})",
+                    cache.display()
+                );
             }
             (image, false, artifacts.toolchain)
         }
@@ -672,14 +764,24 @@ use crate::store::Sink as _;
 pub fn assemble_image(plan: &Plan, artifacts: &Artifacts, progress: &Progress) -> Result<Image> {
     let im = &plan.image;
     let mut extra = Tree::new();
-    let staging = tempfile::tempdir().map_err(|e| Error::Io { context: "temp dir".into(), source: e })?;
+    let staging = tempfile::tempdir().map_err(|e| Error::Io {
+        context: "temp dir".into(),
+        source: e,
+    })?;
     let bin_file = staging.path().join("binary");
     std::fs::write(&bin_file, &artifacts.binary).map_err(Error::write(&bin_file))?;
-    extra.add_host_file(&im.bin_path, bin_file, artifacts.binary.len() as u64, 0o755, "the built binary")?;
+    extra.add_host_file(
+        &im.bin_path,
+        bin_file,
+        artifacts.binary.len() as u64,
+        0o755,
+        "the built binary",
+    )?;
     let (uid, gid) = im.user.split_once(':').unwrap_or((&im.user, &im.user));
     if im.passwd {
         let (u, g) = (uid.parse::<u32>().unwrap_or(65532), gid.parse::<u32>().unwrap_or(65532));
-        let passwd = format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{u}:{g}:nonroot:/home/nonroot:/sbin/nologin\n");
+        let passwd =
+            format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{u}:{g}:nonroot:/home/nonroot:/sbin/nologin\n");
         let group = format!("root:x:0:\nnonroot:x:{g}:\n");
         extra.add_bytes("/etc/passwd", passwd.into_bytes(), 0o644, "recipe")?;
         extra.add_bytes("/etc/group", group.into_bytes(), 0o644, "recipe")?;
@@ -687,7 +789,12 @@ pub fn assemble_image(plan: &Plan, artifacts: &Artifacts, progress: &Progress) -
     if im.ca_bundle
         && let Some(ca) = &artifacts.ca_bundle
     {
-        extra.add_bytes("/etc/ssl/certs/ca-certificates.crt", ca.clone(), 0o644, "builder CA bundle")?;
+        extra.add_bytes(
+            "/etc/ssl/certs/ca-certificates.crt",
+            ca.clone(),
+            0o644,
+            "builder CA bundle",
+        )?;
     }
     if im.tmp {
         extra.add_dir("/tmp", 0o1777, "recipe")?;

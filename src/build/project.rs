@@ -63,9 +63,17 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
             path.parent().unwrap_or(Path::new(".")).display().to_string(),
             "no Cargo.toml here; run kiln in a Cargo project or pass --project DIR",
         ),
-        _ => Error::Read { path: path.to_path_buf(), source: e },
+        _ => Error::Read {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
-    crate::config::Source { file: path, text: &text }.parse().map_err(Error::Config)
+    crate::config::Source {
+        file: path,
+        text: &text,
+    }
+    .parse()
+    .map_err(Error::Config)
 }
 
 /// Finds the package to build: the root package, or `wanted` among the
@@ -73,7 +81,11 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
 pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
     let root_path = project.join("Cargo.toml");
     let root = read_manifest(&root_path)?;
-    let ws_version = root.workspace.as_ref().and_then(|w| w.package.as_ref()).and_then(|p| p.version.clone());
+    let ws_version = root
+        .workspace
+        .as_ref()
+        .and_then(|w| w.package.as_ref())
+        .and_then(|p| p.version.clone());
     let members = root.workspace.as_ref().map(|w| w.members.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     if root.package.is_some() {
@@ -82,7 +94,11 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
     for m in members {
         let dirs: Vec<PathBuf> = match m.strip_suffix("/*") {
             Some(parent) => std::fs::read_dir(project.join(parent))
-                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("Cargo.toml").exists()).collect())
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.join("Cargo.toml").exists())
+                        .collect()
+                })
                 .unwrap_or_default(),
             None => vec![project.join(&m)],
         };
@@ -95,7 +111,13 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         Some(w) => candidates
             .into_iter()
             .find(|(_, m)| m.package.as_ref().is_some_and(|p| p.name == w))
-            .ok_or_else(|| Error::invalid("[build] package", w, "no package of that name in this project or workspace"))?,
+            .ok_or_else(|| {
+                Error::invalid(
+                    "[build] package",
+                    w,
+                    "no package of that name in this project or workspace",
+                )
+            })?,
         None => {
             let n = candidates.len();
             if n != 1 {
@@ -141,7 +163,12 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         }
     }
     bins.sort();
-    Ok(Package { name: pkg.name, version, bins, dir })
+    Ok(Package {
+        name: pkg.name,
+        version,
+        bins,
+        dir,
+    })
 }
 
 #[cfg(test)]
@@ -151,7 +178,11 @@ mod tests {
     #[test]
     fn root_package_with_bins() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("Cargo.toml"), "[package]\nname = \"app\"\nversion = \"1.2.3\"\n").unwrap();
+        std::fs::write(
+            d.path().join("Cargo.toml"),
+            "[package]\nname = \"app\"\nversion = \"1.2.3\"\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(d.path().join("src/bin")).unwrap();
         std::fs::write(d.path().join("src/main.rs"), "").unwrap();
         std::fs::write(d.path().join("src/bin/tool.rs"), "").unwrap();
@@ -163,14 +194,27 @@ mod tests {
     #[test]
     fn workspace_member_by_name() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("Cargo.toml"), "[workspace]\nmembers = [\"crates/*\"]\n[workspace.package]\nversion = \"0.9.0\"\n").unwrap();
+        std::fs::write(
+            d.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"crates/*\"]\n[workspace.package]\nversion = \"0.9.0\"\n",
+        )
+        .unwrap();
         for n in ["a", "b"] {
             let m = d.path().join("crates").join(n);
             std::fs::create_dir_all(m.join("src")).unwrap();
-            std::fs::write(m.join("Cargo.toml"), format!("[package]\nname = \"{n}\"\nversion.workspace = true\n")).unwrap();
+            std::fs::write(
+                m.join("Cargo.toml"),
+                format!("[package]\nname = \"{n}\"\nversion.workspace = true\n"),
+            )
+            .unwrap();
             std::fs::write(m.join("src/main.rs"), "").unwrap();
         }
-        assert!(find(d.path(), None).unwrap_err().to_string().contains("2 packages found"));
+        assert!(
+            find(d.path(), None)
+                .unwrap_err()
+                .to_string()
+                .contains("2 packages found")
+        );
         let b = find(d.path(), Some("b")).unwrap();
         assert_eq!((b.name.as_str(), b.version.as_str()), ("b", "0.9.0"));
         assert!(find(d.path(), Some("c")).is_err());

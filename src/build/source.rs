@@ -35,7 +35,11 @@ pub fn collect(project: &Path, prefix: &str) -> Result<Tree> {
         let host = entry.path();
         let rel = host.strip_prefix(project).expect("walk stays below the project");
         let rel = rel.to_str().ok_or_else(|| {
-            Error::invalid("file name", host.display().to_string(), "not UTF-8; rename it or list it in .kilnignore")
+            Error::invalid(
+                "file name",
+                host.display().to_string(),
+                "not UTF-8; rename it or list it in .kilnignore",
+            )
         })?;
         let dest = format!("{prefix}/{rel}");
         let meta = std::fs::symlink_metadata(host).map_err(Error::read(host))?;
@@ -64,7 +68,15 @@ mod tests {
     fn skips_target_git_and_kilnignored() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        for f in ["Cargo.toml", "src/main.rs", "target/debug/x", ".git/HEAD", "big/blob.bin", "notes.tmp", "sub/target/keep"] {
+        for f in [
+            "Cargo.toml",
+            "src/main.rs",
+            "target/debug/x",
+            ".git/HEAD",
+            "big/blob.bin",
+            "notes.tmp",
+            "sub/target/keep",
+        ] {
             std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
             std::fs::write(p.join(f), "x").unwrap();
         }
@@ -72,7 +84,10 @@ mod tests {
         let t = collect(p, "/kiln/src").unwrap();
         let paths: Vec<&str> = t.entries().map(|(p, _)| p).collect();
         assert!(paths.contains(&"kiln/src/src/main.rs"));
-        assert!(paths.contains(&"kiln/src/sub/target/keep"), "only the top-level target/ is skipped");
+        assert!(
+            paths.contains(&"kiln/src/sub/target/keep"),
+            "only the top-level target/ is skipped"
+        );
         assert!(paths.contains(&"kiln/src/.kilnignore"));
         for gone in ["kiln/src/target", "kiln/src/.git", "kiln/src/big", "kiln/src/notes.tmp"] {
             assert!(!paths.contains(&gone), "{gone} should be skipped: {paths:?}");

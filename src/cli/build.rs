@@ -45,7 +45,11 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
             return Err(kiln::Error::invalid("--backend", other, "expected docker or host").into());
         }
     };
-    let outs = a.outs.iter().map(|o| ImageRef::parse(o)).collect::<Result<Vec<_>, _>>()?;
+    let outs = a
+        .outs
+        .iter()
+        .map(|o| ImageRef::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
     let timestamp = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(Timestamp::parse(&v)?),
         _ => None,
@@ -86,7 +90,10 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
     println!("{digest}");
     if !quiet {
         if !r.toolchain_pinned {
-            eprintln!("warning: built with the host's toolchain ({}): it is not pinned, so another machine may produce other bytes", r.toolchain);
+            eprintln!(
+                "warning: built with the host's toolchain ({}): it is not pinned, so another machine may produce other bytes",
+                r.toolchain
+            );
         }
         match r.lock_state {
             "created" => eprintln!("kiln.lock: created (commit it)"),
@@ -97,7 +104,11 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
             eprintln!("cache: identical inputs were built before; reused without running the builder");
         }
         for o in &r.outputs {
-            eprintln!("wrote {o} ({} bytes, {:.1}s)", r.image.total_size(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "wrote {o} ({} bytes, {:.1}s)",
+                r.image.total_size(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(0)

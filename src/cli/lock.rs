@@ -15,11 +15,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args, json: bool) -> anyhow::Result<u8> {
-    let req = BuildRequest { project: a.project.clone(), ..Default::default() };
+    let req = BuildRequest {
+        project: a.project.clone(),
+        ..Default::default()
+    };
     let (mut plan, builder_ref) = build::plan(&req)?;
     let state = build::pin(&mut plan, builder_ref.as_deref(), false, a.update)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lock": state, "builder": plan.builder }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "lock": state, "builder": plan.builder }))?
+        );
     } else {
         if let Some(b) = &plan.builder {
             println!("builder {} -> {}", b.reference, b.digest);

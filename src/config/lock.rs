@@ -51,14 +51,27 @@ impl Lock {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Read { path: path.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(Error::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
         };
-        let lock: Lock = Source { file: path, text: &text }.parse().map_err(Error::Config)?;
+        let lock: Lock = Source {
+            file: path,
+            text: &text,
+        }
+        .parse()
+        .map_err(Error::Config)?;
         if lock.version != LOCK_VERSION {
             return Err(Error::invalid(
                 "kiln.lock",
                 path.display().to_string(),
-                format!("lock format {} is not {LOCK_VERSION}; run `kiln lock --update`", lock.version),
+                format!(
+                    "lock format {} is not {LOCK_VERSION}; run `kiln lock --update`",
+                    lock.version
+                ),
             ));
         }
         Ok(Some(lock))
@@ -74,14 +87,16 @@ impl Lock {
 
     /// Records a pin, replacing an older one for the same input.
     pub fn set(&mut self, role: &str, reference: &str, platform: &str, digest: Digest) {
-        self.images.retain(|i| !(i.role == role && i.reference == reference && i.platform == platform));
+        self.images
+            .retain(|i| !(i.role == role && i.reference == reference && i.platform == platform));
         self.images.push(LockedImage {
             role: role.into(),
             reference: reference.into(),
             platform: platform.into(),
             digest,
         });
-        self.images.sort_by(|a, b| (&a.role, &a.reference, &a.platform).cmp(&(&b.role, &b.reference, &b.platform)));
+        self.images
+            .sort_by(|a, b| (&a.role, &a.reference, &a.platform).cmp(&(&b.role, &b.reference, &b.platform)));
     }
 
     /// Keeps only the pins `keep` says are still used.
@@ -95,7 +110,10 @@ impl Lock {
             "# kiln.lock: every image input pinned by digest. Written by kiln; commit it.\n\
              # `kiln lock --update` refreshes it; `kiln build --locked` refuses to change it.\n",
         );
-        s.push_str(&format!("version = {}\nassembly-format = {}\n", self.version, self.assembly_format));
+        s.push_str(&format!(
+            "version = {}\nassembly-format = {}\n",
+            self.version, self.assembly_format
+        ));
         for i in &self.images {
             s.push_str(&format!(
                 "\n[[image]]\nrole = {}\nreference = {}\nplatform = {}\ndigest = \"{}\"\n",

@@ -153,9 +153,19 @@ impl KilnToml {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((KilnToml::default(), String::new())),
-            Err(e) => return Err(crate::Error::Read { path: path.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(crate::Error::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
         };
-        let cfg: KilnToml = Source { file: path, text: &text }.parse().map_err(crate::Error::Config)?;
+        let cfg: KilnToml = Source {
+            file: path,
+            text: &text,
+        }
+        .parse()
+        .map_err(crate::Error::Config)?;
         Ok((cfg, text))
     }
 }
@@ -165,14 +175,21 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<KilnToml, ConfigError> {
-        Source { file: Path::new("kiln.toml"), text }.parse()
+        Source {
+            file: Path::new("kiln.toml"),
+            text,
+        }
+        .parse()
     }
 
     #[test]
     fn positions_unknown_keys_and_bad_types() {
         let e = parse("[build]\nbuidler = \"x\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 1), "{e}");
-        assert!(e.to_string().starts_with("kiln.toml:2:1: unknown field `buidler`"), "{e}");
+        assert!(
+            e.to_string().starts_with("kiln.toml:2:1: unknown field `buidler`"),
+            "{e}"
+        );
         let e = parse("[image]\nports = [8080, true]\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         let e = parse("[image\n").unwrap_err();

@@ -32,7 +32,10 @@ pub struct Recipe {
 
 const BUILTIN: &[(&str, &str)] = &[
     ("scratch-static", include_str!("../../recipes/scratch-static.toml")),
-    ("distroless-static", include_str!("../../recipes/distroless-static.toml")),
+    (
+        "distroless-static",
+        include_str!("../../recipes/distroless-static.toml"),
+    ),
     ("distroless-cc", include_str!("../../recipes/distroless-cc.toml")),
     ("debian-slim", include_str!("../../recipes/debian-slim.toml")),
 ];
@@ -45,7 +48,11 @@ pub fn names() -> Vec<&'static str> {
 /// The recipe called `name`.
 pub fn get(name: &str) -> Result<Recipe> {
     let (n, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-        Error::invalid("recipe", name, format!("no such recipe; built-in recipes: {}", names().join(", ")))
+        Error::invalid(
+            "recipe",
+            name,
+            format!("no such recipe; built-in recipes: {}", names().join(", ")),
+        )
     })?;
     let mut r: Recipe = toml::from_str(text).expect("built-in recipes parse (tested)");
     r.name = n.to_string();

@@ -1,0 +1,346 @@
+//! `kiln build` through the real binary, the real engine and the dev-env
+//! builder image: examples that run and answer HTTP, identical digests
+//! across checkouts, environments and cache states, no leaked containers,
+//! precise config errors, the lock, and the input-addressed cache.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Copies examples/NAME (without target/ and kiln.lock) to `dest`.
+fn checkout(name: &str, dest: &Path) -> PathBuf {
+    let src = repo().join("examples").join(name);
+    fs::create_dir_all(dest).unwrap();
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && tar --exclude=./target --exclude=./kiln.lock -cf - . | tar -xf - -C '{}'",
+        src.display(),
+        dest.display()
+    )));
+    dest.to_path_buf()
+}
+
+fn builder() -> String {
+    format!("{}/kiln-test/rust-builder:latest", dev_env()["KILN_REGISTRY"])
+}
+
+fn build(project: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = ok(kiln()
+        .current_dir(project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--builder", &builder()])
+        .args(extra));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// GET / on 127.0.0.1:port, retrying while the server starts.
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
+                let mut r = String::new();
+                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
+                    return r;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn our_containers(pid: u32) -> String {
+    stdout(&ok(Command::new("docker").args([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=kiln-.*-{pid}-"),
+        "--format",
+        "{{.Names}}",
+    ])))
+}
+
+fn run_and_get(image: &str, expect: &str) {
+    let name = unique("kiln-test-run");
+    ok(Command::new("docker").args(["run", "-d", "--rm", "--name", &name, "-p", "127.0.0.1::8080", image]));
+    let port_line = stdout(&ok(Command::new("docker").args(["port", &name, "8080/tcp"])));
+    let port: u16 = port_line
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reply = http_get(port);
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    assert!(reply.contains(expect), "{image} answered: {reply}");
+}
+
+#[test]
+fn both_examples_build_into_images_that_answer_http() {
+    require_engine();
+    let tmp = tempfile::tempdir().unwrap();
+    for (example, expect) in [
+        ("hello-http", "hello from kiln"),
+        ("with-deps", "\"app\":\"with-deps\""),
+    ] {
+        let project = checkout(example, &tmp.path().join(example));
+        let name = unique(&format!("kiln-test/{example}"));
+        let layout = tmp.path().join(format!("{example}-layout"));
+        let r = build(
+            &project,
+            &[
+                "--out",
+                &format!("docker-daemon:{name}:1"),
+                "--out",
+                &format!("oci:{}", layout.display()),
+            ],
+        );
+        assert_eq!(r["toolchain_pinned"], true);
+        assert_eq!(r["lock"], "created");
+        assert!(project.join("kiln.lock").exists());
+        let checked = validate(&layout);
+        assert_eq!(checked[0].digest, r["digest"].as_str().unwrap());
+        let cfg = &checked[0].config["config"];
+        assert_eq!(cfg["User"], "65532:65532", "non-root");
+        assert_eq!(cfg["Entrypoint"][0], format!("/usr/local/bin/{example}"));
+        let files = tar_entries(&checked[0].layer_tars[0]);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        for p in ["etc/passwd", "etc/group", "etc/ssl/certs/ca-certificates.crt", "tmp/"] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        assert_eq!(files.iter().find(|f| f.path == "tmp/").unwrap().mode, 0o1777);
+        run_and_get(&format!("{name}:1"), expect);
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &format!("{name}:1")])
+            .output();
+    }
+}
+
+#[test]
+fn checkouts_environments_and_cache_states_give_the_same_digest() {
+    require_engine();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let pa = checkout("with-deps", &a.path().join("src/with-deps"));
+    let pb = checkout("with-deps", &b.path().join("elsewhere/deeper/checkout"));
+    // Cold: fresh, throw-away cache volumes; odd environment, umask 077.
+    let cold = ok(Command::new("sh")
+        .current_dir(&pa)
+        .env("TZ", "Pacific/Chatham")
+        .env("LANG", "fr_FR.UTF-8")
+        .env("KILN_UNRELATED", "1")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("-c")
+        .arg(format!(
+            "umask 077 && exec '{}' build --json --fresh --builder '{}'",
+            env!("CARGO_BIN_EXE_kiln"),
+            builder()
+        )));
+    let cold: serde_json::Value = serde_json::from_slice(&cold.stdout).unwrap();
+    // Warm: the shared cache volumes, another checkout path, another env.
+    let warm1 = build(&pb, &["--no-cache"]);
+    let warm2 = build(&pb, &["--no-cache"]);
+    assert_eq!(cold["cache"], "miss");
+    assert_eq!(warm1["cache"], "miss");
+    assert_eq!(
+        cold["digest"], warm1["digest"],
+        "cold build in one checkout vs warm build in another"
+    );
+    assert_eq!(warm1["digest"], warm2["digest"], "warm rebuilds");
+}
+
+#[test]
+fn the_cache_answers_unchanged_inputs_and_misses_changed_ones() {
+    require_engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkout("hello-http", &tmp.path().join("hello"));
+    let first = build(&p, &[]);
+    let t = Instant::now();
+    let second = build(&p, &[]);
+    assert_eq!(second["cache"], "hit");
+    assert_eq!(second["digest"], first["digest"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "a cache hit skips the engine");
+    // A one-line source change is a miss with another digest, and the
+    // (warm) target cache does not serve the stale binary.
+    let main = p.join("src/main.rs");
+    let text = fs::read_to_string(&main)
+        .unwrap()
+        .replace("hello from kiln", "hello again from kiln");
+    fs::write(&main, text).unwrap();
+    let third = build(&p, &[]);
+    assert_eq!(third["cache"], "miss");
+    assert_ne!(third["digest"], first["digest"]);
+    let name = unique("kiln-test/changed");
+    build(&p, &["--out", &format!("docker-daemon:{name}:1")]);
+    let run = ok(Command::new("docker").args(["run", "--rm", &format!("{name}:1"), "--once"]));
+    assert_eq!(stdout(&run), "hello again from kiln");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{name}:1")])
+        .output();
+}
+
+#[test]
+fn no_container_is_left_after_success_compile_error_or_sigint() {
+    require_engine();
+    let tmp = tempfile::tempdir().unwrap();
+    // Success.
+    let p = checkout("hello-http", &tmp.path().join("ok"));
+    let child = kiln()
+        .current_dir(&p)
+        .args(["build", "--quiet", "--no-cache", "--builder", &builder()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(our_containers(pid), "", "containers left after success");
+
+    // Compile error: the compiler's own message reaches the user.
+    let bad = checkout("hello-http", &tmp.path().join("bad"));
+    fs::write(
+        bad.join("src/main.rs"),
+        "fn main() { let x: u32 = \"not a number\"; }\n",
+    )
+    .unwrap();
+    let child = kiln()
+        .current_dir(&bad)
+        .args(["build", "--builder", &builder()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("error[E0308]: mismatched types"),
+        "compiler output missing: {stderr}"
+    );
+    assert!(stderr.contains("src/main.rs"), "{stderr}");
+    assert_eq!(our_containers(pid), "", "containers left after a compile error");
+
+    // SIGINT mid-build.
+    let slow = checkout("with-deps", &tmp.path().join("slow"));
+    let mut child = kiln()
+        .current_dir(&slow)
+        .args(["build", "--quiet", "--fresh", "--builder", &builder()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while our_containers(pid).is_empty() {
+        assert!(Instant::now() < deadline, "no build container appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(Command::new("kill").args(["-INT", &pid.to_string()]));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit code after Ctrl-C");
+    assert_eq!(our_containers(pid), "", "containers left after SIGINT");
+    let vols = stdout(&ok(Command::new("docker").args([
+        "volume",
+        "ls",
+        "--format",
+        "{{.Name}}",
+    ])));
+    assert!(
+        !vols.contains(&format!("-fresh-{pid}-")),
+        "fresh volumes left after SIGINT: {vols}"
+    );
+}
+
+#[test]
+fn bad_configuration_is_reported_with_file_line_and_a_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkout("hello-http", &tmp.path().join("cfg"));
+    let cases: &[(&str, &str, &str)] = &[
+        ("[build]\nbuidler = \"x\"\n", "kiln.toml:2:1", "unknown field `buidler`"),
+        ("[image]\nports = [70000]\n", "kiln.toml:2:10", "PORT in 1..65535"),
+        ("[image]\nuser = \"root user\"\n", "kiln.toml:2:8", "UID[:GID]"),
+        (
+            "[image]\nrecipe = \"alpine\"\n",
+            "kiln.toml:2:10",
+            "built-in recipes: scratch-static",
+        ),
+        ("[image]\nworkdir = \"app\"\n", "kiln.toml:2:11", "must be absolute"),
+        ("[build]\nbin = \"nope\"\n", "kiln.toml:2:7", "binaries: hello-http"),
+        (
+            "[build]\nbackend = \"podman\"\n",
+            "kiln.toml:2:11",
+            "\"docker\" or \"host\"",
+        ),
+        (
+            "[image]\nfiles = [{ src = \"missing\", dest = \"/x\" }]\n",
+            "kiln.toml:2:10",
+            "does not exist",
+        ),
+        (
+            "[image]\nfiles = [{ src = \"src\", dest = \"x\" }]\n",
+            "kiln.toml:2:10",
+            "absolute",
+        ),
+        (
+            "[image]\nfiles = [{ src = \"src\", dest = \"/x\", mode = \"rw\" }]\n",
+            "kiln.toml:2:10",
+            "octal",
+        ),
+        (
+            "[image]\nbase = \"gcr.io/distroless/static\"\n",
+            "kiln.toml:2:8",
+            "oci:DIR",
+        ),
+        ("[image]\nstop_signal = \"TERM\"\n", "kiln.toml:2:15", "SIGTERM"),
+        ("[image\n", "kiln.toml:1:7", "unclosed table"),
+        ("[build]\ntarget = \"x86_64\"\n", "kiln.toml:2:10", "target triple"),
+        ("[build]\n", "kiln.toml", "no builder image"),
+    ];
+    for (text, at, want) in cases {
+        fs::write(p.join("kiln.toml"), text).unwrap();
+        let err = fails(kiln().current_dir(&p).args(["build"]));
+        assert!(
+            err.contains(at) && err.contains(want),
+            "for {text:?} expected `{at}` and `{want}` in: {err}"
+        );
+    }
+    assert!(!p.join("target").exists(), "failed configs must not write outputs");
+    assert!(!p.join("kiln.lock").exists());
+}
+
+#[test]
+fn locked_refuses_to_create_or_change_the_lock() {
+    require_engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkout("hello-http", &tmp.path().join("lk"));
+    let err = fails(
+        kiln()
+            .current_dir(&p)
+            .args(["build", "--locked", "--builder", &builder()]),
+    );
+    assert!(err.contains("not pinned") && err.contains("kiln lock"), "{err}");
+    assert!(!p.join("kiln.lock").exists());
+    let out = ok(kiln().current_dir(&p).args(["lock"]));
+    assert!(stdout(&out).contains("sha256:"), "{}", stdout(&out));
+    let lock = fs::read_to_string(p.join("kiln.lock")).unwrap();
+    assert!(
+        lock.contains("role = \"builder\"") && lock.contains(&dev_env()["KILN_TEST_BUILDER_DIGEST"]),
+        "{lock}"
+    );
+    // With the lock in place, --locked builds.
+    ok(kiln()
+        .current_dir(&p)
+        .env("SOURCE_DATE_EPOCH", "1")
+        .args(["build", "--quiet", "--locked"]));
+}
