@@ -8,6 +8,7 @@
 # Regenerates the "kiln assemble" section of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 RUNS=${RUNS:-5}
 command -v pigz >/dev/null || { echo "bench: pigz missing; run scripts/dev-env.sh up" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (Debian package time)" >&2; exit 1; }
@@ -37,7 +38,6 @@ measure() {
     /usr/bin/time -f '%e %M' -o "$work/t" sh -c "$1" >/dev/null 2>&1
     cat "$work/t"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A cmd
 cmd[kiln]="rm -rf $work/out && $kiln assemble --quiet --add $work/tree:/tree --out oci:$work/out"
@@ -74,8 +74,6 @@ ex_secs=$(cut -d' ' -f1 "$work/ex.times" | median)
 ex_layer=$(find "$work/ex/blobs/sha256" -type f -printf '%s\n' | sort -n | tail -1)
 ex_bin=$(stat -c %s "$bin")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f%%", (a - b) * 100 / b }'; }
 
 section=$(cat <<EOF
 <!-- assemble:begin -->
@@ -106,15 +104,4 @@ layer $ex_layer bytes.
 <!-- assemble:end -->
 EOF
 )
-if [ -f BENCHMARKS.md ] && grep -q '<!-- assemble:begin -->' BENCHMARKS.md; then
-    python3 - "$section" <<'PY'
-import re, sys
-text = open("BENCHMARKS.md").read()
-new = re.sub(r"<!-- assemble:begin -->.*?<!-- assemble:end -->", lambda m: sys.argv[1], text, flags=re.S)
-open("BENCHMARKS.md", "w").write(new)
-PY
-else
-    [ -f BENCHMARKS.md ] || printf '# Benchmarks\n\nEach section is written by the script it names; ratios matter more than seconds on this noisy machine.\n\n' >BENCHMARKS.md
-    printf '%s\n' "$section" >>BENCHMARKS.md
-fi
-printf '%s\n' "$section"
+write_section assemble "$section"

@@ -79,6 +79,16 @@ pub enum Error {
     #[error("{message}\n{output}")]
     Build { message: String, output: String },
 
+    /// A registry refused or failed a request.
+    #[error("registry {registry}: {message}{}", if *status > 0 { format!(" (HTTP {status}{}{code})", if code.is_empty() { "" } else { ", " }) } else { String::new() })]
+    Registry {
+        registry: String,
+        status: u16,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+
     /// The user interrupted the command (Ctrl-C); everything was cleaned up.
     #[error("interrupted; containers removed")]
     Interrupted,

@@ -92,9 +92,11 @@ pub enum ImageRef {
     DockerArchive { file: PathBuf, name: Option<DockerName> },
     /// The Docker engine's image store.
     DockerDaemon { name: DockerName },
+    /// An image in an OCI registry.
+    Registry(crate::store::registry::RegistryRef),
 }
 
-const TRANSPORTS: &str = "oci:DIR[:TAG], docker-archive:FILE[:NAME[:TAG]], docker-daemon:NAME[:TAG]";
+const TRANSPORTS: &str = "oci:DIR[:TAG], docker-archive:FILE[:NAME[:TAG]], docker-daemon:NAME[:TAG], or a registry reference HOST/REPO[:TAG][@DIGEST]";
 
 impl ImageRef {
     /// Parses a reference such as `oci:out:1.0` or `docker-daemon:app:1.0`.
@@ -102,7 +104,13 @@ impl ImageRef {
         if s == "scratch" {
             return Ok(ImageRef::Scratch);
         }
+        if let Some(r) = s.strip_prefix("docker://") {
+            return Ok(ImageRef::Registry(crate::store::registry::RegistryRef::parse(r)?));
+        }
         let Some((transport, rest)) = s.split_once(':') else {
+            if s.contains('/') {
+                return Ok(ImageRef::Registry(crate::store::registry::RegistryRef::parse(s)?));
+            }
             return Err(Error::invalid(
                 "image reference",
                 s,
@@ -156,11 +164,9 @@ impl ImageRef {
             "docker-daemon" => Ok(ImageRef::DockerDaemon {
                 name: DockerName::parse(rest)?,
             }),
-            t if t.contains('.') || t.contains('/') || t == "localhost" => Err(Error::invalid(
-                "image reference",
-                s,
-                format!("registry references are not supported yet; use one of {TRANSPORTS}"),
-            )),
+            t if t.contains('.') || t.contains('/') || t == "localhost" => {
+                Ok(ImageRef::Registry(crate::store::registry::RegistryRef::parse(s)?))
+            }
             t => Err(Error::invalid(
                 "image reference",
                 s,
@@ -179,6 +185,7 @@ impl fmt::Display for ImageRef {
             ImageRef::DockerArchive { file, name: Some(n) } => write!(f, "docker-archive:{}:{n}", file.display()),
             ImageRef::DockerArchive { file, name: None } => write!(f, "docker-archive:{}", file.display()),
             ImageRef::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
+            ImageRef::Registry(r) => write!(f, "{r}"),
         }
     }
 }

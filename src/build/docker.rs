@@ -171,7 +171,86 @@ async fn run(
             .map_err(engine_err(&format!("creating cache volume {name}")))?;
     }
 
-    // Phase 1: fetch, with network.
+    // Phase 1: fetch, with network. Skipped when this cargo-home volume
+    // already fetched this exact Cargo.lock (a marker on the host); if the
+    // offline build then misses a crate anyway, kiln fetches and retries.
+    let marker = fetch_marker(plan, pinned);
+    let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
+    if !skipped_fetch {
+        fetch(docker, plan, pinned, &image, source_tar, progress, created.clone()).await?;
+        if let Some(m) = &marker {
+            let _ = std::fs::create_dir_all(m.parent().expect("marker has a parent"));
+            let _ = std::fs::write(m, b"");
+        }
+    }
+
+    // Phase 2: build, no network.
+    let script = format!(
+        "set -e\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+         rustc -V > {OUT_DIR}/toolchain\n\
+         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
+        plan.build_args().join(" "),
+        plan.target,
+        plan.profile_dir(),
+        plan.bin
+    );
+    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
+    env.push(format!(
+        "CARGO_ENCODED_RUSTFLAGS={}",
+        plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")
+    ));
+    let sp = progress.spinner("compiling (network off)");
+    let build = Phase {
+        name: "build",
+        cmd: vec!["sh".into(), "-c".into(), script],
+        env,
+        network: false,
+        with_target: true,
+    };
+    let (mut code, mut log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
+    sp.finish_and_clear();
+    if code != 0 && skipped_fetch && missing_crates(&log) {
+        // The cache volume lost crates since the marker was written: fetch, then build again.
+        if let Some(m) = &marker {
+            let _ = std::fs::remove_file(m);
+        }
+        fetch(docker, plan, pinned, &image, source_tar, progress, created.clone()).await?;
+        let sp = progress.spinner("compiling (network off)");
+        (code, log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
+        sp.finish_and_clear();
+    }
+    let id = created
+        .lock()
+        .expect("container list")
+        .last()
+        .cloned()
+        .expect("build container");
+    if code != 0 {
+        return Err(Error::Build {
+            message: format!("the build failed in the builder (exit {code}); the compiler said:"),
+            output: log,
+        });
+    }
+    // Artifacts leave as a tar stream.
+    let opts = DownloadFromContainerOptionsBuilder::default().path(OUT_DIR).build();
+    let mut s = docker.download_from_container(&id, Some(opts));
+    let mut tar_bytes = Vec::new();
+    while let Some(chunk) = s.next().await {
+        tar_bytes.extend_from_slice(&chunk.map_err(engine_err("copying the binary out of the builder"))?);
+    }
+    super::artifacts_from_tar(&tar_bytes, &plan.bin)
+}
+
+/// The fetch phase: `cargo fetch --locked` with network into the cargo-home volume.
+async fn fetch(
+    docker: &Docker,
+    plan: &Plan,
+    pinned: &PinnedImage,
+    image: &str,
+    source_tar: &Path,
+    progress: &Progress,
+    created: Arc<Mutex<Vec<String>>>,
+) -> Result<()> {
     let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
     if plan.ca_bundle.is_some() {
         for k in ["CARGO_HTTP_CAINFO", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE"] {
@@ -200,7 +279,7 @@ async fn run(
         network: true,
         with_target: false,
     };
-    let (code, log) = run_phase(docker, plan, pinned, &image, &fetch, source_tar, &sp, created.clone()).await?;
+    let (code, log) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
     if code != 0 {
         return Err(Error::Build {
@@ -211,51 +290,32 @@ async fn run(
         });
     }
 
-    // Phase 2: build, no network.
-    let script = format!(
-        "set -e\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
-         rustc -V > {OUT_DIR}/toolchain\n\
-         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
-        plan.build_args().join(" "),
-        plan.target,
-        plan.profile_dir(),
-        plan.bin
-    );
-    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
-    env.push(format!(
-        "CARGO_ENCODED_RUSTFLAGS={}",
-        plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")
-    ));
-    let sp = progress.spinner("compiling (network off)");
-    let build = Phase {
-        name: "build",
-        cmd: vec!["sh".into(), "-c".into(), script],
-        env,
-        network: false,
-        with_target: true,
-    };
-    let (code, log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
-    sp.finish_and_clear();
-    let id = created
-        .lock()
-        .expect("container list")
-        .last()
-        .cloned()
-        .expect("build container");
-    if code != 0 {
-        return Err(Error::Build {
-            message: format!("the build failed in the builder (exit {code}); the compiler said:"),
-            output: log,
-        });
-    }
-    // Artifacts leave as a tar stream.
-    let opts = DownloadFromContainerOptionsBuilder::default().path(OUT_DIR).build();
-    let mut s = docker.download_from_container(&id, Some(opts));
-    let mut tar_bytes = Vec::new();
-    while let Some(chunk) = s.next().await {
-        tar_bytes.extend_from_slice(&chunk.map_err(engine_err("copying the binary out of the builder"))?);
-    }
-    super::artifacts_from_tar(&tar_bytes, &plan.bin)
+    Ok(())
+}
+
+/// Host-side record that a cargo-home volume holds every crate of a Cargo.lock.
+fn fetch_marker(plan: &Plan, pinned: &PinnedImage) -> Option<std::path::PathBuf> {
+    let lock = std::fs::read(plan.project.join("Cargo.lock")).ok()?;
+    let key = crate::digest::Digest::of(&[lock.as_slice(), plan.target.as_bytes()].concat());
+    Some(
+        super::cache_dir()
+            .join("fetched")
+            .join(plan.cargo_volume(pinned))
+            .join(key.hex()),
+    )
+}
+
+/// Whether an offline build failed for want of a crate that a fetch would bring.
+fn missing_crates(log: &str) -> bool {
+    [
+        "--offline",
+        "failed to download",
+        "no matching package",
+        "failed to load source",
+        "failed to get `",
+    ]
+    .iter()
+    .any(|p| log.contains(p))
 }
 
 struct Phase {

@@ -673,11 +673,13 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let t0 = Instant::now();
     let (mut plan, builder_ref) = plan(req)?;
     let lock_state = pin(&mut plan, builder_ref.as_deref(), req.locked, false)?;
-    let outs = if req.outs.is_empty() {
-        vec![default_out(&req.project, &plan.package_version)]
-    } else {
-        req.outs.clone()
-    };
+    // Registry pushes come after the local outputs; with only pushes, the
+    // default local output is written too.
+    let mut outs = req.outs.clone();
+    if outs.iter().all(|o| matches!(o, ImageRef::Registry(_))) {
+        outs.insert(0, default_out(&req.project, &plan.package_version));
+    }
+    outs.sort_by_key(|o| matches!(o, ImageRef::Registry(_)));
     let sinks = outs.iter().map(crate::store::sink_for).collect::<Result<Vec<_>>>()?;
 
     let source_tree = source::collect(&req.project, source::SRC_DIR)?;

@@ -30,6 +30,9 @@ pub struct Args {
     /// Build from empty, throw-away cache volumes: a cold build (implies --no-cache).
     #[arg(long)]
     fresh: bool,
+    /// Push the image to this registry reference after building (repeatable).
+    #[arg(long = "push", value_name = "REF")]
+    push: Vec<String>,
     /// Stream the compiler's whole output to stderr.
     #[arg(long, short)]
     verbose: bool,

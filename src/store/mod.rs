@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod daemon;
 pub mod layout;
+pub mod registry;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -26,6 +27,7 @@ pub fn sink_for(r: &ImageRef) -> Result<Box<dyn Sink>> {
         ImageRef::Oci { dir, tag } => Box::new(layout::LayoutSink::new(dir, tag.clone())),
         ImageRef::DockerArchive { file, name } => Box::new(archive::ArchiveSink::new(file, name.clone())),
         ImageRef::DockerDaemon { name } => Box::new(daemon::DaemonSink::new(name.clone())),
+        ImageRef::Registry(r) => Box::new(registry::RegistrySink::new(r.clone(), Vec::new())),
         ImageRef::Scratch => {
             return Err(Error::invalid(
                 "output",
@@ -41,6 +43,7 @@ pub fn open(r: &ImageRef, platform: Option<&crate::oci::Platform>) -> Result<Ima
     match r {
         ImageRef::Oci { dir, tag } => layout::read(dir, tag.as_deref(), platform),
         ImageRef::DockerArchive { file, .. } => archive::read(file, platform),
+        ImageRef::Registry(reg) => registry::pull(reg, platform),
         ImageRef::DockerDaemon { name } => Err(Error::invalid(
             "image reference",
             format!("docker-daemon:{name}"),

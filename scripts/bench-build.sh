@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Benchmark of `kiln build` against the strongest Dockerfile a Rust user writes
+# today: multi-stage, BuildKit (Debian's docker client, DOCKER_BUILDKIT=1),
+# cache mounts for the cargo registry and the target dir, scratch runtime
+# stage. Same builder image (the dev-env one, by digest), same project
+# (examples/with-deps), same run. Regenerates the "kiln build" section of
+# BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+RUNS=${RUNS:-3}
+scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
+. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
+cargo build --release --locked --quiet
+kiln=$PWD/target/release/kiln
+docker=/usr/bin/docker # Debian's client: BuildKit built in
+work=$(mktemp -d /var/tmp/kiln-bench-build.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export SOURCE_DATE_EPOCH=1700000000
+
+# Two copies of the project: one a Docker build context, one a kiln project.
+(cd examples/with-deps && tar --exclude=./target --exclude=./kiln.lock -cf - .) | (mkdir -p "$work/ctx" && tar -xf - -C "$work/ctx")
+cp -a "$work/ctx" "$work/kiln"
+cp /etc/ssl/certs/ca-certificates.crt "$work/ctx/ca.crt" # the proxy's CA, as kiln's fetch phase gets it
+printf 'target\n' >"$work/ctx/.dockerignore"
+cat >"$work/ctx/Dockerfile" <<EOF
+FROM $KILN_TEST_BUILDER_PINNED AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/cargo/registry --mount=type=cache,target=/src/target \\
+    CARGO_HOME=/cargo CARGO_HTTP_CAINFO=/src/ca.crt \\
+    cargo build --release --locked --target x86_64-unknown-linux-gnu \\
+    && cp target/x86_64-unknown-linux-gnu/release/with-deps /app
+FROM scratch
+COPY --from=build /app /app
+USER 65532:65532
+ENTRYPOINT ["/app"]
+EOF
+sed -e 's/RUN --mount=[^\\]*\\/RUN \\/' -e '/--mount=type=cache,target=\/src\/target/d' "$work/ctx/Dockerfile" >"$work/ctx/Dockerfile.legacy"
+sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/kiln/kiln.toml"
+
+bk() { (cd "$work/ctx" && DOCKER_BUILDKIT=1 "$docker" build -q -t kiln-bench/bk:latest .); }
+legacy() { (cd "$work/ctx" && DOCKER_BUILDKIT=0 "$docker" build -q --no-cache -f Dockerfile.legacy -t kiln-bench/legacy:latest .); }
+kb() { (cd "$work/kiln" && "$kiln" build --quiet "$@"); }
+prune_bk() { "$docker" builder prune -af >/dev/null 2>&1; "$docker" rmi -f kiln-bench/bk:latest >/dev/null 2>&1 || true; }
+flip=0
+one_line_change() {
+    flip=$((1 - flip))
+    for d in ctx kiln; do
+        sed -i "s/message: \"hello from kiln[^\"]*\"/message: \"hello from kiln $flip\"/" "$work/$d/src/main.rs"
+    done
+}
+
+declare -A t
+: >"$work/cold.bk"; : >"$work/cold.kiln"; : >"$work/warm.bk"; : >"$work/warm.kiln"; : >"$work/edit.bk"; : >"$work/edit.kiln"
+bk_ids=()
+kiln_digests=()
+for _ in $(seq "$RUNS"); do
+    prune_bk
+    wall_time bk >>"$work/cold.bk"; echo >>"$work/cold.bk"
+    bk_ids+=("$("$docker" image inspect --format '{{.Id}}' kiln-bench/bk:latest)")
+    wall_time bk >>"$work/warm.bk"; echo >>"$work/warm.bk"
+    wall_time kb --fresh >>"$work/cold.kiln"; echo >>"$work/cold.kiln"
+    kiln_digests+=("$(kb --fresh)")
+    kb >/dev/null # fill kiln's caches (volumes and input cache) for the warm case
+    wall_time kb >>"$work/warm.kiln"; echo >>"$work/warm.kiln"
+    one_line_change
+    wall_time bk >>"$work/edit.bk"; echo >>"$work/edit.bk"
+    wall_time kb >>"$work/edit.kiln"; echo >>"$work/edit.kiln"
+done
+for k in cold.bk cold.kiln warm.bk warm.kiln edit.bk edit.kiln; do
+    t[$k]=$(grep -v '^$' "$work/$k" | median)
+done
+legacy_s=$(wall_time legacy)
+
+# Sizes as the engine counts them.
+kb --out docker-daemon:kiln-bench/kiln:latest >/dev/null
+size_bk=$("$docker" image inspect --format '{{.Size}}' kiln-bench/bk:latest)
+size_legacy=$("$docker" image inspect --format '{{.Size}}' kiln-bench/legacy:latest)
+size_kiln=$("$docker" image inspect --format '{{.Size}}' kiln-bench/kiln:latest)
+same() { local first=$1; shift; for x in "$@"; do [ "$x" = "$first" ] || { echo "no"; return; }; done; echo "yes"; }
+bk_same=$(same "${bk_ids[@]}")
+kiln_same=$(same "${kiln_digests[@]}")
+
+section=$(cat <<EOF
+<!-- build:begin -->
+## kiln build (issue 3)
+
+Measured $(date -u +%Y-%m-%d), \`RUNS=$RUNS scripts/bench-build.sh\`, median of $RUNS runs, same run, same
+builder image by digest, project \`examples/with-deps\` (tokio, serde, serde_json: 22 crates).
+Peer: a multi-stage Dockerfile built by BuildKit (Engine $("$docker" version --format '{{.Server.Version}}'), \`DOCKER_BUILDKIT=1\`) with
+cache mounts for the cargo registry and the target dir, scratch runtime stage (in the script).
+
+| case | BuildKit (s) | kiln (s) | kiln ÷ BuildKit |
+| --- | --- | --- | --- |
+| cold: BuildKit cache pruned; kiln \`--fresh\` (empty volumes, no input cache) | ${t[cold.bk]} | ${t[cold.kiln]} | $(ratio "${t[cold.kiln]}" "${t[cold.bk]}")× |
+| warm, no change | ${t[warm.bk]} | ${t[warm.kiln]} | $(ratio "${t[warm.kiln]}" "${t[warm.bk]}")× |
+| after a one-line source change | ${t[edit.bk]} | ${t[edit.kiln]} | $(ratio "${t[edit.kiln]}" "${t[edit.bk]}")× |
+| legacy builder (\`DOCKER_BUILDKIT=0\`, no cache mounts), cold | $legacy_s | | |
+
+Final image size (engine's count): kiln $size_kiln bytes (binary, passwd/group, CA bundle, /tmp);
+BuildKit $size_bk bytes; legacy $size_legacy bytes (binary only).
+Same image from $RUNS cold builds: BuildKit **$bk_same** (image IDs: $(printf '%s ' "${bk_ids[@]}" | cut -c1-200)); kiln **$kiln_same**
+($(printf '%s ' "${kiln_digests[@]}" | cut -c1-200)).
+<!-- build:end -->
+EOF
+)
+write_section build "$section"

@@ -1,0 +1,38 @@
+# Shared helpers for the benchmark scripts (sourced, not run).
+
+# median < numbers
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# ratio A B -> A/B with two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+# pct A B -> relative difference of A against B
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f%%", (a - b) * 100 / b }'; }
+
+# wall_time CMD... -> seconds (two decimals) of one run; output discarded
+wall_time() {
+    local s e
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    e=$(date +%s.%N)
+    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }'
+}
+
+# write_section NAME TEXT: replaces <!-- NAME:begin -->…<!-- NAME:end --> in
+# BENCHMARKS.md, or appends it.
+write_section() {
+    local name=$1 text=$2
+    if [ -f BENCHMARKS.md ] && grep -q "<!-- $name:begin -->" BENCHMARKS.md; then
+        python3 - "$name" "$text" <<'PY'
+import re, sys
+name, text = sys.argv[1], sys.argv[2]
+doc = open("BENCHMARKS.md").read()
+doc = re.sub(r"<!-- %s:begin -->.*?<!-- %s:end -->" % (name, name), lambda m: text, doc, flags=re.S)
+open("BENCHMARKS.md", "w").write(doc)
+PY
+    else
+        [ -f BENCHMARKS.md ] || printf '# Benchmarks\n\nEach section is written by the script it names; ratios matter more than seconds on this noisy machine.\n\n' >BENCHMARKS.md
+        printf '\n%s\n' "$text" >>BENCHMARKS.md
+    fi
+    printf '%s\n' "$text"
+}
