@@ -35,6 +35,8 @@ install_packages() {
     command -v lddtree >/dev/null || missing+=(pax-utils python3-pyelftools)
     command -v pigz >/dev/null || missing+=(pigz)
     command -v cpio >/dev/null || missing+=(cpio)
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
     command -v docker >/dev/null || missing+=(docker.io)

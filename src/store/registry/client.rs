@@ -120,11 +120,12 @@ impl Client {
     /// A client for the registry of `r`, with credentials from `opts` or the
     /// docker config. CA certificates for the registry are read, like
     /// Docker does, from `certs.d/HOST[:PORT]/*.crt` (see [`cert_dirs`]).
-    pub fn new(r: &RegistryRef, opts: &Options) -> Result<Self> {
+    pub async fn connect(r: &RegistryRef, opts: &Options) -> Result<Self> {
         let host = r.api_host().to_string();
-        let plain = r.is_loopback() || opts.insecure.iter().any(|h| h == &r.registry || h == &host);
-        let scheme = if plain { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{host}/v2/"))
+        // Loopback and --insecure-registry hosts may speak plain HTTP: like
+        // Docker, try HTTPS first and fall back when no TLS answers.
+        let may_be_plain = r.is_loopback() || opts.insecure.iter().any(|h| h == &r.registry || h == &host);
+        let base = Url::parse(&format!("https://{host}/v2/"))
             .map_err(|e| Error::invalid("registry", r.registry.clone(), e.to_string()))?;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -156,6 +157,13 @@ impl Client {
             Some(c) => c.clone(),
             None => auth::lookup(&r.registry)?,
         };
+        let mut base = base;
+        if may_be_plain {
+            let probe = http.get(base.clone()).timeout(Duration::from_secs(5)).send().await;
+            if probe.is_err() {
+                base.set_scheme("http").expect("http is a valid scheme");
+            }
+        }
         Ok(Client {
             http,
             registry: r.registry.clone(),

@@ -135,7 +135,7 @@ pub fn push(image: &Image, dest: &RegistryRef, extra_tags: &[String]) -> Result<
 }
 
 async fn push_async(image: &Image, dest: &RegistryRef, extra_tags: &[String]) -> Result<PushReport> {
-    let client = Client::new(dest, &options())?;
+    let client = Client::connect(dest, &options()).await?;
     let repo = dest.repository.clone();
     let push_scope = vec![client::scope(&repo, "pull,push")];
     let mut blobs: Vec<PushBlob> = image
@@ -453,8 +453,10 @@ async fn upload_chunked(client: &Client, scopes: &[String], mut location: Url, c
                 if status.status() == StatusCode::NO_CONTENT || status.status().is_success() {
                     if let Some(r) = status.headers().get("range").and_then(|v| v.to_str().ok()) {
                         // "0-N": the registry has bytes 0..=N.
+                        // Distribution reports an empty upload as "0-0" too, so
+                        // "0-0" after nothing acknowledged means zero bytes.
                         if let Some(n) = r.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
-                            offset = n + 1;
+                            offset = if n == 0 && offset == 0 { 0 } else { n + 1 };
                         }
                     } else {
                         offset = 0;
@@ -518,7 +520,7 @@ pub fn pull(r: &RegistryRef, platform: Option<&Platform>) -> Result<Image> {
 pub fn resolve(r: &RegistryRef, platform: Option<&Platform>) -> Result<Digest> {
     let rt = crate::store::daemon::runtime()?;
     rt.block_on(async {
-        let client = Client::new(r, &options())?;
+        let client = Client::connect(r, &options()).await?;
         let scopes = vec![client::scope(&r.repository, "pull")];
         let (bytes, media_type, digest) =
             get_manifest(&client, &r.repository, &scopes, &r.reference(), r.digest.as_ref()).await?;
@@ -725,7 +727,7 @@ async fn fetch_blob_once(
 }
 
 async fn pull_async(r: &RegistryRef, platform: Option<&Platform>) -> Result<Image> {
-    let client = Client::new(r, &options())?;
+    let client = Client::connect(r, &options()).await?;
     let repo = &r.repository;
     let scopes = vec![client::scope(repo, "pull")];
     let (mut bytes, mut media_type, mut digest) =
