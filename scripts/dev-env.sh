@@ -11,6 +11,7 @@
 # scripts source: registry address, builder reference and digest.
 # This is also the air-gapped path: every image here comes from Debian packages.
 set -euo pipefail
+shopt -s inherit_errexit
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state=${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}
@@ -114,7 +115,7 @@ ensure_builder() {
     key=$(recipe_hash rust-builder)
     ref="$registry_addr/kiln-test/rust-builder:$key"
     if docker image inspect "$ref" >/dev/null 2>&1 && [ -n "$(docker image inspect --format '{{join .RepoDigests " "}}' "$ref")" ] &&
-        curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$registry_addr/v2/kiln-test/rust-builder/manifests/$key"; then
+        curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$registry_addr/v2/kiln-test/rust-builder/manifests/$key" 2>/dev/null; then
         say "builder: $ref is current (recipe hash $key)"
     else
         if ! docker image inspect "$ref" >/dev/null 2>&1; then
@@ -136,6 +137,26 @@ ensure_builder() {
     builder_digest=$(docker image inspect --format '{{index .RepoDigests 0}}' "$ref" | sed 's/.*@//')
 }
 
+# Base images made from Debian packages by kiln itself (base-images/test/*-base).
+ensure_base() {
+    local name=$1 key ref
+    key=$(recipe_hash "$name")
+    ref="$registry_addr/kiln-test/$name:$key"
+    if curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$registry_addr/v2/kiln-test/$name/manifests/$key" 2>/dev/null; then
+        say "base: $ref is current"
+    else
+        say "base: building $name from Debian packages"
+        (cd "$repo" && cargo build --release --locked --quiet)
+        local tmp
+        tmp=$(mktemp -d)
+        "$repo/base-images/test/build-base.sh" "$repo/base-images/test/$name" "$repo/target/release/kiln" "oci:$tmp/layout:base" >/dev/null
+        "$repo/target/release/kiln" push --quiet "oci:$tmp/layout:base" "$ref" --tag latest >/dev/null
+        rm -rf "$tmp"
+        say "base: pushed $ref"
+    fi
+    printf '%s' "$ref"
+}
+
 write_env() {
     cat >"$state/env.tmp" <<EOF
 # Written by scripts/dev-env.sh; sourced by tests and scripts.
@@ -143,6 +164,8 @@ KILN_REGISTRY=$registry_addr
 KILN_TEST_BUILDER=$builder_ref
 KILN_TEST_BUILDER_DIGEST=$builder_digest
 KILN_TEST_BUILDER_PINNED=$registry_addr/kiln-test/rust-builder@$builder_digest
+KILN_TEST_CC_BASE=$cc_base
+KILN_TEST_BULLSEYE_BASE=$bullseye_base
 EOF
     mv "$state/env.tmp" "$state/env"
     say "env: $state/env"
@@ -172,6 +195,8 @@ up)
     start_engine
     start_registry
     ensure_builder
+    cc_base=$(ensure_base cc-base)
+    bullseye_base=$(ensure_base bullseye-cc-base)
     write_env
     ;;
 status) status ;;

@@ -30,8 +30,10 @@ fn builder() -> String {
 }
 
 fn build(project: &Path, extra: &[&str]) -> serde_json::Value {
+    // Each test's own input cache: a hit must come from this test's builds.
     let out = ok(kiln()
         .current_dir(project)
+        .env("KILN_CACHE_DIR", project.parent().unwrap().join(".kiln-cache"))
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["build", "--json", "--builder", &builder()])
         .args(extra));
@@ -298,9 +300,9 @@ fn bad_configuration_is_reported_with_file_line_and_a_fix() {
             "octal",
         ),
         (
-            "[image]\nbase = \"gcr.io/distroless/static\"\n",
+            "[image]\nbase = \"reg.example/Upper/Case\"\n",
             "kiln.toml:2:8",
-            "oci:DIR",
+            "lowercase",
         ),
         ("[image]\nstop_signal = \"TERM\"\n", "kiln.toml:2:15", "SIGTERM"),
         ("[image\n", "kiln.toml:1:7", "unclosed table"),
@@ -317,6 +319,62 @@ fn bad_configuration_is_reported_with_file_line_and_a_fix() {
     }
     assert!(!p.join("target").exists(), "failed configs must not write outputs");
     assert!(!p.join("kiln.lock").exists());
+}
+
+#[test]
+fn distroless_cc_recipe_pulls_its_base_by_digest_and_runs() {
+    require_engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkout("with-deps", &tmp.path().join("cc"));
+    let base = format!("{}/kiln-test/cc-base:latest", dev_env()["KILN_REGISTRY"]);
+    fs::write(
+        p.join("kiln.toml"),
+        format!(
+            "[build]\nbuilder = \"{}\"\n\n[image]\nrecipe = \"distroless-cc\"\nbase = \"{base}\"\nports = [8080]\n",
+            builder()
+        ),
+    )
+    .unwrap();
+    let name = unique("kiln-test/cc");
+    let layout = tmp.path().join("cc-layout");
+    let r = build(
+        &p,
+        &[
+            "--out",
+            &format!("docker-daemon:{name}:1"),
+            "--out",
+            &format!("oci:{}", layout.display()),
+        ],
+    );
+    let lock = fs::read_to_string(p.join("kiln.lock")).unwrap();
+    assert!(lock.contains("role = \"base\"") && lock.contains(&base), "{lock}");
+    let checked = validate(&layout);
+    assert_eq!(checked[0].digest, r["digest"].as_str().unwrap());
+    assert_eq!(
+        checked[0].manifest["layers"].as_array().unwrap().len(),
+        2,
+        "base layer + app layer"
+    );
+    // The base layer is the registry's, byte for byte.
+    let pulled = tmp.path().join("base-layout");
+    ok(kiln()
+        .args(["pull", &base, "--out"])
+        .arg(format!("oci:{}", pulled.display())));
+    assert_eq!(
+        validate(&pulled)[0].manifest["layers"][0],
+        checked[0].manifest["layers"][0]
+    );
+    // Dynamically linked against the base's glibc, and it runs.
+    let app = tar_entries(&checked[0].layer_tars[1]);
+    assert!(app.iter().any(|e| e.path == "usr/local/bin/with-deps"));
+    assert!(
+        !app.iter().any(|e| e.path == "etc/passwd"),
+        "distroless-cc adds no passwd: the base has one"
+    );
+    run_and_get(&format!("{name}:1"), "hello from kiln");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{name}:1")])
+        .output();
 }
 
 #[test]

@@ -418,21 +418,22 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     // The image side.
     let im = &cfg.image;
     let base = spanned_str(&im.base).unwrap_or((recipe.base.clone(), 0..0));
-    if base.0 != "scratch" && !base.0.starts_with("oci:") {
-        let span = base.1.clone();
-        let msg = format!(
-            "base `{}`: pulling bases from a registry is not supported yet; set [image] base = \"oci:DIR[:TAG]\" \
-             (an OCI layout, e.g. made with `skopeo copy`) or use recipe scratch-static",
-            base.0
-        );
-        return Err(if im.base.is_some() {
-            at(span, msg)
+    if base.0 != "scratch" {
+        let span = if im.base.is_some() {
+            base.1.clone()
         } else {
-            at(recipe_name.1.clone(), msg)
-        });
-    }
-    if base.0.starts_with("oci:") {
-        ImageRef::parse(&base.0).map_err(|e| at(base.1.clone(), e.to_string()))?;
+            recipe_name.1.clone()
+        };
+        match ImageRef::parse(&base.0) {
+            Ok(ImageRef::Oci { .. }) | Ok(ImageRef::Registry(_)) | Ok(ImageRef::DockerArchive { .. }) => {}
+            Ok(_) => {
+                return Err(at(
+                    span,
+                    format!("base `{}`: use scratch, oci:DIR[:TAG] or a registry reference", base.0),
+                ));
+            }
+            Err(e) => return Err(at(span, format!("base `{}`: {e}", base.0))),
+        }
     }
     let user = match spanned_str(&im.user) {
         Some((u, span)) => {
@@ -569,54 +570,91 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     Ok((plan, builder_ref))
 }
 
-/// Pins the builder through kiln.lock (resolving and recording it when
-/// allowed). Returns the lock state.
+/// Resolves a tag to a digest: through the registry (kiln's own client),
+/// else through the engine for images that exist only there.
+fn resolve_reference(reference: &str, platform: &Platform) -> Result<Digest> {
+    let via_registry = crate::store::registry::RegistryRef::parse(reference)
+        .and_then(|r| crate::store::registry::resolve(&r, Some(platform)));
+    match via_registry {
+        Ok(d) => Ok(d),
+        Err(registry_err) => {
+            let rt = crate::store::daemon::runtime()?;
+            rt.block_on(async {
+                let d = crate::store::daemon::connect()?;
+                docker::resolve(&d, reference).await
+            })
+            .map_err(|engine_err| {
+                Error::invalid(
+                    "image reference",
+                    reference,
+                    format!("cannot resolve it to a digest: {registry_err}; and through the engine: {engine_err}"),
+                )
+            })
+        }
+    }
+}
+
+/// Pins one reference through the lock; `None` when it needs no pin.
+fn pin_one(
+    lock: &mut Lock,
+    role: &str,
+    reference: &str,
+    platform: &Platform,
+    locked: bool,
+    update: bool,
+    lock_path: &Path,
+) -> Result<Digest> {
+    if let Some((_, d)) = reference.split_once('@') {
+        return d.parse();
+    }
+    let key = platform.to_string();
+    if let Some(d) = lock.get(role, reference, &key)
+        && !update
+    {
+        return Ok(d.clone());
+    }
+    if locked {
+        return Err(Error::invalid(
+            "kiln.lock",
+            lock_path.display().to_string(),
+            format!("{role} `{reference}` is not pinned and --locked forbids changing the lock; run `kiln lock`"),
+        ));
+    }
+    let digest = resolve_reference(reference, platform)?;
+    lock.set(role, reference, &key, digest.clone());
+    Ok(digest)
+}
+
+/// Pins the builder and the base through kiln.lock (resolving and recording
+/// them when allowed). Returns the lock state.
 pub fn pin(plan: &mut Plan, builder_ref: Option<&str>, locked: bool, update: bool) -> Result<&'static str> {
     let lock_path = plan.project.join("kiln.lock");
     let existing = Lock::load(&lock_path)?;
     let mut lock = existing.clone().unwrap_or_default();
-    let platform = Platform::host().to_string();
+    let platform = Platform::host();
     if let Some(r) = builder_ref {
-        let pinned = match r.split_once("@sha256:") {
-            Some(_) => PinnedImage {
-                reference: r.to_string(),
-                digest: r.split_once('@').expect("has @").1.parse()?,
-            },
-            None => match lock.get("builder", r, &platform) {
-                Some(d) if !update => PinnedImage {
-                    reference: r.to_string(),
-                    digest: d.clone(),
-                },
-                _ => {
-                    if locked {
-                        return Err(Error::invalid(
-                            "kiln.lock",
-                            lock_path.display().to_string(),
-                            format!(
-                                "builder `{r}` is not pinned and --locked forbids changing the lock; run `kiln lock`"
-                            ),
-                        ));
-                    }
-                    let rt = crate::store::daemon::runtime()?;
-                    let digest = rt.block_on(async {
-                        let d = crate::store::daemon::connect()?;
-                        docker::resolve(&d, r).await
-                    })?;
-                    lock.set("builder", r, &platform, digest.clone());
-                    PinnedImage {
-                        reference: r.to_string(),
-                        digest,
-                    }
-                }
-            },
-        };
-        plan.builder = Some(pinned);
+        let digest = pin_one(&mut lock, "builder", r, &platform, locked, update, &lock_path)?;
+        plan.builder = Some(PinnedImage {
+            reference: r.to_string(),
+            digest,
+        });
+    }
+    let base = plan.image.base.clone();
+    let base_is_registry = matches!(ImageRef::parse(&base), Ok(ImageRef::Registry(_)));
+    if base_is_registry {
+        plan.image.base_digest = Some(pin_one(
+            &mut lock, "base", &base, &platform, locked, update, &lock_path,
+        )?);
     }
     // Pins no longer used go away, so the lock says exactly what the build uses.
-    let used = plan.builder.as_ref().map(|b| b.reference.clone());
-    lock.retain(|i| Some(&i.reference) == used.as_ref() || i.role != "builder");
+    let used_builder = plan.builder.as_ref().map(|b| b.reference.clone());
+    lock.retain(|i| match i.role.as_str() {
+        "builder" => Some(&i.reference) == used_builder.as_ref(),
+        "base" => base_is_registry && i.reference == base,
+        _ => true,
+    });
     let state = match &existing {
-        None if lock.images.is_empty() && builder_ref.is_none() => "none",
+        None if lock.images.is_empty() => "none",
         None => "created",
         Some(old) if *old == lock => "unchanged",
         Some(_) => "updated",
@@ -802,7 +840,13 @@ pub fn assemble_image(plan: &Plan, artifacts: &Artifacts, progress: &Progress) -
         extra.add_dir("/tmp", 0o1777, "recipe")?;
     }
     let mut spec = AssembleSpec::new(Platform::host());
-    spec.base = ImageRef::parse(&im.base)?;
+    spec.base = match (&im.base_digest, ImageRef::parse(&im.base)?) {
+        (Some(d), ImageRef::Registry(mut r)) => {
+            r.digest = Some(d.clone());
+            ImageRef::Registry(r)
+        }
+        (_, other) => other,
+    };
     spec.extra = extra;
     spec.adds = im
         .files
