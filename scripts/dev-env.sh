@@ -166,6 +166,7 @@ KILN_TEST_BUILDER_DIGEST=$builder_digest
 KILN_TEST_BUILDER_PINNED=$registry_addr/kiln-test/rust-builder@$builder_digest
 KILN_TEST_CC_BASE=$cc_base
 KILN_TEST_BULLSEYE_BASE=$bullseye_base
+KILN_TEST_NOSSL_BASE=$nossl_base
 EOF
     mv "$state/env.tmp" "$state/env"
     say "env: $state/env"
@@ -197,6 +198,7 @@ up)
     ensure_builder
     cc_base=$(ensure_base cc-base)
     bullseye_base=$(ensure_base bullseye-cc-base)
+    nossl_base=$(ensure_base cc-nossl-base)
     write_env
     ;;
 status) status ;;

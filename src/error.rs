@@ -89,6 +89,15 @@ pub enum Error {
         retryable: bool,
     },
 
+    /// `kiln build` refused an image that would not start (see the findings).
+    #[error(
+        "the image would not start ({count} error(s) found by scan); nothing was written or pushed. Fix them, or pass --allow-scan-failures"
+    )]
+    ScanFailed {
+        count: usize,
+        report: Box<crate::scan::Report>,
+    },
+
     /// The user interrupted the command (Ctrl-C); everything was cleaned up.
     #[error("interrupted; containers removed")]
     Interrupted,

@@ -18,6 +18,7 @@ pub mod layer;
 pub mod oci;
 pub mod progress;
 pub mod reference;
+pub mod scan;
 pub mod store;
 pub mod time;
 

@@ -259,6 +259,8 @@ pub struct BuildRequest {
     pub outs: Vec<ImageRef>,
     pub verbose: bool,
     pub timestamp: Option<Timestamp>,
+    /// Write and push images even when scan finds errors.
+    pub allow_scan_failures: bool,
 }
 
 /// What a build produced.
@@ -272,6 +274,7 @@ pub struct BuildResult {
     pub timings: Vec<(&'static str, f64)>,
     pub outputs: Vec<ImageRef>,
     pub plan: Plan,
+    pub scan: crate::scan::Report,
 }
 
 /// The default output of `kiln build`.
@@ -781,6 +784,21 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             (image, false, artifacts.toolchain)
         }
     };
+    // Will it start? A failing image is not written or pushed.
+    let t = Instant::now();
+    let report = crate::scan::scan(&image, crate::scan::Options::default())?;
+    timings.push(("scan", t.elapsed().as_secs_f64()));
+    if report.failed() && !req.allow_scan_failures {
+        let count = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == crate::scan::Severity::Error)
+            .count();
+        return Err(Error::ScanFailed {
+            count,
+            report: Box::new(report),
+        });
+    }
     let t = Instant::now();
     for sink in &sinks {
         sink.put(&image)?;
@@ -795,6 +813,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         timings,
         outputs: outs,
         plan,
+        scan: report,
     })
 }
 

@@ -33,6 +33,9 @@ pub struct Args {
     /// Push the image to this registry reference after building (repeatable).
     #[arg(long = "push", value_name = "REF")]
     push: Vec<String>,
+    /// Write and push the image even if `kiln scan` finds that it would not start.
+    #[arg(long)]
+    allow_scan_failures: bool,
     /// Stream the compiler's whole output to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -67,8 +70,25 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
         outs,
         verbose: a.verbose && !quiet,
         timestamp,
+        allow_scan_failures: a.allow_scan_failures,
     };
-    let r = build::build(&req, progress)?;
+    let r = match build::build(&req, progress) {
+        Err(kiln::Error::ScanFailed { count, report }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"scan": *report, "written": false}))?
+                );
+            } else {
+                super::scan::print_report("the built image", &report, false, true);
+            }
+            eprintln!(
+                "kiln: {count} scan error(s): the image would not start, so nothing was written or pushed; fix them, or pass --allow-scan-failures"
+            );
+            return Ok(1);
+        }
+        other => other?,
+    };
     let digest = r.image.digest().to_string();
     if json {
         let v = serde_json::json!({
@@ -86,6 +106,7 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
             "outputs": r.outputs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
             "timings": r.timings.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
             "seconds": started.elapsed().as_secs_f64(),
+            "scan": r.scan,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
@@ -102,6 +123,9 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
             "created" => eprintln!("kiln.lock: created (commit it)"),
             "updated" => eprintln!("kiln.lock: updated (commit it)"),
             _ => {}
+        }
+        if !r.scan.findings.is_empty() {
+            super::scan::print_report("scan", &r.scan, quiet, true);
         }
         if r.cache_hit {
             eprintln!("cache: identical inputs were built before; reused without running the builder");

@@ -6,6 +6,7 @@ mod build;
 mod inspect;
 mod lock;
 mod push;
+pub mod scan;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,8 @@ pub enum Command {
     Lock(lock::Args),
     /// Show an image's manifest, config and layers.
     Inspect(inspect::Args),
+    /// Check that an image will start: libraries, symbol versions, interpreter, user, CA bundle.
+    Scan(scan::Args),
     /// Push an image to a registry.
     Push(push::PushArgs),
     /// Pull an image from a registry, verifying every blob.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(a) => build::run(*a, cli.json, cli.quiet, &progress),
         Command::Lock(a) => lock::run(a, cli.json),
         Command::Inspect(a) => inspect::run(a, cli.json),
+        Command::Scan(a) => scan::run(a, cli.json, cli.quiet, &progress),
         Command::Push(a) => push::push(a, cli.json, cli.quiet),
         Command::Pull(a) => push::pull(a, cli.json, cli.quiet),
     }

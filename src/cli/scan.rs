@@ -1,0 +1,64 @@
+//! `kiln scan REF`: will this image start? Exit 0 clean, 1 errors found, 2 could not scan.
+
+use kiln::reference::ImageRef;
+use kiln::scan::{self, Report, Severity};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image: oci:DIR[:TAG], docker-archive:FILE, or a registry reference.
+    #[arg(value_name = "REF")]
+    image: String,
+    /// Check every ELF file in the image, not only the entrypoint and what it loads.
+    #[arg(long)]
+    all: bool,
+    /// Platform to pick from a multi-platform image.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+}
+
+pub fn run(a: Args, json: bool, quiet: bool, progress: &kiln::progress::Progress) -> anyhow::Result<u8> {
+    let r = ImageRef::parse(&a.image)?;
+    let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
+    let sp = progress.spinner(&format!("scanning {r}"));
+    let image = kiln::store::open(&r, platform.as_ref())?;
+    let report = scan::scan(&image, scan::Options { all: a.all })?;
+    sp.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&r.to_string(), &report, quiet, false);
+    }
+    Ok(if report.failed() { 1 } else { 0 })
+}
+
+/// Prints findings for people, most severe first (on stderr when the
+/// command's result on stdout is something else, like build's digest).
+pub fn print_report(name: &str, report: &Report, quiet: bool, stderr: bool) {
+    let out = |line: String| {
+        if stderr {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    if report.findings.is_empty() {
+        if !quiet {
+            out(format!(
+                "{name}: will start: {} ELF object(s) checked, entrypoint {:?}, no findings",
+                report.objects.len(),
+                report.entrypoint
+            ));
+        }
+        return;
+    }
+    out(format!("{name}: {} finding(s)", report.findings.len()));
+    for f in &report.findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        };
+        out(format!("  {sev}: {}: {}", f.file, f.message));
+        out(format!("    fix: {}", f.fix));
+    }
+}
