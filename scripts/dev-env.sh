@@ -40,6 +40,7 @@ install_packages() {
     command -v openssl >/dev/null || missing+=(openssl)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
+    command -v file >/dev/null || missing+=(file)
     command -v docker >/dev/null || missing+=(docker.io)
     if [ ${#missing[@]} -eq 0 ]; then
         say "packages: all present"

@@ -21,6 +21,7 @@ pub mod reference;
 pub mod scan;
 pub mod store;
 pub mod time;
+pub mod verify;
 
 pub use error::{Error, Result};
 

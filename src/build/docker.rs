@@ -185,8 +185,13 @@ async fn run(
     }
 
     // Phase 2: build, no network.
+    let umask = plan
+        .variation
+        .as_ref()
+        .and_then(|v| v.umask.clone())
+        .unwrap_or_else(|| "022".into());
     let script = format!(
-        "set -e\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+        "set -e\numask {umask}\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
          if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
         plan.build_args().join(" "),
@@ -197,7 +202,7 @@ async fn run(
     let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
     env.push(format!(
         "CARGO_ENCODED_RUSTFLAGS={}",
-        plan.rustflags_for(super::source::SRC_DIR, CARGO_HOME).join("\x1f")
+        plan.rustflags_for(&plan.src_dir(), CARGO_HOME).join("\x1f")
     ));
     let sp = progress.spinner("compiling (network off)");
     let build = Phase {
@@ -270,7 +275,7 @@ async fn fetch(
             env.push(format!("{k}={v}"));
         }
     }
-    let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", super::source::SRC_DIR));
+    let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", plan.src_dir()));
     let sp = progress.spinner("fetching dependencies (network on)");
     let fetch = Phase {
         name: "fetch",
@@ -342,8 +347,13 @@ async fn run_phase(
         image: Some(image.to_string()),
         cmd: Some(phase.cmd.clone()),
         env: Some(phase.env.clone()),
-        working_dir: Some(super::source::SRC_DIR.into()),
-        hostname: Some("kiln".into()),
+        working_dir: Some(plan.src_dir()),
+        hostname: Some(
+            plan.variation
+                .as_ref()
+                .and_then(|v| v.hostname.clone())
+                .unwrap_or_else(|| "kiln".into()),
+        ),
         labels: Some(HashMap::from([(LABEL.to_string(), phase.name.to_string())])),
         host_config: Some(HostConfig {
             mounts: Some(mounts(plan, pinned, phase.with_target)),

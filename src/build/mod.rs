@@ -55,6 +55,51 @@ impl PinnedImage {
     }
 }
 
+/// Deliberate differences between rebuilds (kiln verify). A reproducible
+/// project builds the same bytes under any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variation {
+    /// Where the source sits in the builder instead of /kiln/src.
+    pub src_dir: Option<String>,
+    /// Extra or overriding environment in the build container.
+    pub env: Vec<(String, String)>,
+    pub hostname: Option<String>,
+    /// CARGO_BUILD_JOBS.
+    pub jobs: Option<u32>,
+    /// umask of the build.
+    pub umask: Option<String>,
+}
+
+impl Variation {
+    /// One line per varied input, for reports.
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if let Some(s) = &self.src_dir {
+            d.push(format!("source at {s} in the builder"));
+        }
+        if !self.env.is_empty() {
+            d.push(format!(
+                "env {}",
+                self.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        if let Some(h) = &self.hostname {
+            d.push(format!("hostname {h}"));
+        }
+        if let Some(j) = self.jobs {
+            d.push(format!("CARGO_BUILD_JOBS={j}"));
+        }
+        if let Some(u) = &self.umask {
+            d.push(format!("umask {u}"));
+        }
+        d
+    }
+}
+
 /// Everything that decides the binary and the image. Serialized into the cache key.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -65,6 +110,9 @@ pub struct Plan {
     /// Throw-away cache volumes (a cold build), removed afterwards.
     #[serde(skip)]
     pub fresh: Option<String>,
+    /// Deliberate variation (kiln verify); never part of the cache key.
+    #[serde(skip)]
+    pub variation: Option<Variation>,
     pub backend: Backend,
     pub package: Option<String>,
     pub package_name: String,
@@ -107,6 +155,14 @@ pub struct ImagePlan {
 }
 
 impl Plan {
+    /// Where the source sits inside the builder.
+    pub fn src_dir(&self) -> String {
+        self.variation
+            .as_ref()
+            .and_then(|v| v.src_dir.clone())
+            .unwrap_or_else(|| source::SRC_DIR.to_string())
+    }
+
     /// Environment common to both phases.
     pub fn base_env(&self, cargo_home: &str, target_dir: &str) -> Vec<String> {
         let mut env = vec![
@@ -120,6 +176,12 @@ impl Plan {
             "LC_ALL=C.UTF-8".into(),
         ];
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        if let Some(v) = &self.variation {
+            env.extend(v.env.iter().map(|(k, val)| format!("{k}={val}")));
+            if let Some(j) = v.jobs {
+                env.push(format!("CARGO_BUILD_JOBS={j}"));
+            }
+        }
         env
     }
 
@@ -259,6 +321,8 @@ pub struct BuildRequest {
     pub outs: Vec<ImageRef>,
     pub verbose: bool,
     pub timestamp: Option<Timestamp>,
+    /// Deliberate variation of the build (kiln verify).
+    pub variation: Option<Variation>,
     /// Write and push images even when scan finds errors.
     pub allow_scan_failures: bool,
 }
@@ -542,6 +606,7 @@ pub fn plan(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     let plan = Plan {
         project: req.project.clone(),
         verbose: req.verbose,
+        variation: req.variation.clone(),
         fresh: req.fresh.then(|| {
             format!(
                 "{}-{}",
@@ -746,7 +811,11 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                         source: e,
                     })?;
                     let tar_path = staging.path().join("source.tar");
-                    let mut upload = source_tree.clone();
+                    let mut upload = if plan.src_dir() == source::SRC_DIR {
+                        source_tree.clone()
+                    } else {
+                        source::collect(&plan.project, &plan.src_dir())?
+                    };
                     if let Some(ca) = &plan.ca_bundle {
                         let bytes = std::fs::read(ca).map_err(Error::read(ca))?;
                         upload.add_bytes("/kiln/ca.crt", bytes, 0o644, "ca bundle")?;
@@ -774,8 +843,10 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             let t = Instant::now();
             let image = assemble_image(&plan, &artifacts, progress)?;
             timings.push(("assemble", t.elapsed().as_secs_f64()));
-            // Into the cache, so the next identical build skips the engine.
-            if let Err(e) = crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image) {
+            // Into the cache, so the next identical build skips the engine
+            // (not a deliberately varied one: that is verify's to judge).
+            if plan.variation.is_some() {
+            } else if let Err(e) = crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image) {
                 eprintln!(
                     "kiln: warning: could not store the build in the cache {} ({e})",
                     cache.display()

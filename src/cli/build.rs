@@ -51,11 +51,24 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
             return Err(kiln::Error::invalid("--backend", other, "expected docker or host").into());
         }
     };
-    let outs = a
+    let mut outs = a
         .outs
         .iter()
         .map(|o| ImageRef::parse(o))
         .collect::<Result<Vec<_>, _>>()?;
+    for p in &a.push {
+        match ImageRef::parse(p)? {
+            r @ ImageRef::Registry(_) => outs.push(r),
+            other => {
+                return Err(kiln::Error::invalid(
+                    "--push",
+                    other.to_string(),
+                    "expects a registry reference HOST/REPO[:TAG]",
+                )
+                .into());
+            }
+        }
+    }
     let timestamp = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(Timestamp::parse(&v)?),
         _ => None,
@@ -71,6 +84,7 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
         verbose: a.verbose && !quiet,
         timestamp,
         allow_scan_failures: a.allow_scan_failures,
+        variation: None,
     };
     let r = match build::build(&req, progress) {
         Err(kiln::Error::ScanFailed { count, report }) => {

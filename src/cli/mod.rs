@@ -7,6 +7,7 @@ mod inspect;
 mod lock;
 mod push;
 pub mod scan;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Check that an image will start: libraries, symbol versions, interpreter, user, CA bundle.
     Scan(scan::Args),
+    /// Rebuild under deliberate variation and prove the bytes are identical, or explain why not.
+    Verify(verify::VerifyArgs),
+    /// Compare two images top-down and explain every difference.
+    Diff(verify::DiffArgs),
     /// Push an image to a registry.
     Push(push::PushArgs),
     /// Pull an image from a registry, verifying every blob.
@@ -94,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lock(a) => lock::run(a, cli.json),
         Command::Inspect(a) => inspect::run(a, cli.json),
         Command::Scan(a) => scan::run(a, cli.json, cli.quiet, &progress),
+        Command::Verify(a) => verify::verify(a, cli.json, &progress),
+        Command::Diff(a) => verify::diff(a, cli.json),
         Command::Push(a) => push::push(a, cli.json, cli.quiet),
         Command::Pull(a) => push::pull(a, cli.json, cli.quiet),
     }

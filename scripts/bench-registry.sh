@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmark of kiln's registry client against skopeo on the dev-env registry,
+# same run: push of a ~200 MB image, re-push of the unchanged image (time and
+# number of requests), push to a second repository (mount vs upload), pull.
+# Regenerates the "kiln push / pull" section of BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+RUNS=${RUNS:-3}
+scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
+. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
+cargo build --release --locked --quiet
+kiln=$PWD/target/release/kiln
+work=$(mktemp -d /var/tmp/kiln-bench-reg.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+reg=$KILN_REGISTRY
+# ~200 MB of incompressible data in four layers' worth of files.
+mkdir -p "$work/data"
+for i in 1 2 3 4; do head -c 50000000 /dev/urandom >"$work/data/part$i"; done
+"$kiln" assemble --quiet --add "$work/data:/data" --compression none --out "oci:$work/layout:big" >/dev/null
+size_mb=$(du -sm "$work/layout/blobs" | cut -f1)
+run=$(date +%s)
+sk() { skopeo "$@" >/dev/null 2>&1; }
+declare -A t
+for k in push repush second pull; do : >"$work/kiln.$k"; : >"$work/skopeo.$k"; done
+for i in $(seq "$RUNS"); do
+    export KILN_CACHE_DIR=$work/cache-$i
+    a="$reg/kiln-bench/kiln-$run-$i"; b="$reg/kiln-bench/skopeo-$run-$i"
+    wall_time "$kiln" push "oci:$work/layout:big" "$a:v1" >>"$work/kiln.push"; echo >>"$work/kiln.push"
+    wall_time sk copy --dest-tls-verify=false "oci:$work/layout:big" "docker://$b:v1" >>"$work/skopeo.push"; echo >>"$work/skopeo.push"
+    wall_time "$kiln" push "oci:$work/layout:big" "$a:v1" >>"$work/kiln.repush"; echo >>"$work/kiln.repush"
+    wall_time sk copy --dest-tls-verify=false "oci:$work/layout:big" "docker://$b:v1" >>"$work/skopeo.repush"; echo >>"$work/skopeo.repush"
+    wall_time "$kiln" push "oci:$work/layout:big" "$a-second:v1" >>"$work/kiln.second"; echo >>"$work/kiln.second"
+    wall_time sk copy --dest-tls-verify=false "oci:$work/layout:big" "docker://$b-second:v1" >>"$work/skopeo.second"; echo >>"$work/skopeo.second"
+    rm -rf "$work/pull-k" "$work/pull-s" "$work/cache-pull"
+    KILN_CACHE_DIR=$work/cache-pull wall_time "$kiln" pull "$a:v1" --out "oci:$work/pull-k:x" >>"$work/kiln.pull"; echo >>"$work/kiln.pull"
+    wall_time sk copy --src-tls-verify=false "docker://$b:v1" "oci:$work/pull-s:x" >>"$work/skopeo.pull"; echo >>"$work/skopeo.pull"
+done
+for k in push repush second pull; do
+    t[kiln.$k]=$(grep -v '^$' "$work/kiln.$k" | median)
+    t[skopeo.$k]=$(grep -v '^$' "$work/skopeo.$k" | median)
+done
+repush_json=$(KILN_CACHE_DIR=$work/cache-1 "$kiln" push --json "oci:$work/layout:big" "$reg/kiln-bench/kiln-$run-1:v1")
+requests=$(printf '%s' "$repush_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+second_json=$(KILN_CACHE_DIR=$work/cache-1 "$kiln" push --json "oci:$work/layout:big" "$reg/kiln-bench/kiln-$run-third:v1")
+mounted=$(printf '%s' "$second_json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"mounted\"]} mounted, {d[\"uploaded\"]} uploaded")')
+section=$(cat <<EOS
+<!-- registry:begin -->
+## kiln push / pull (issue 4)
+
+Measured $(date -u +%Y-%m-%d), \`RUNS=$RUNS scripts/bench-registry.sh\`, median of $RUNS runs, same run, against the
+dev-env distribution registry on 127.0.0.1 (plain HTTP). Image: ${size_mb} MB of incompressible data in one
+uncompressed layer. Peer: \`skopeo copy\` (Debian's skopeo $(skopeo --version | awk '{print $3}')).
+
+| case | kiln (s) | skopeo (s) | kiln ÷ skopeo |
+| --- | --- | --- | --- |
+| push to a new repository | ${t[kiln.push]} | ${t[skopeo.push]} | $(ratio "${t[kiln.push]}" "${t[skopeo.push]}")× |
+| re-push, nothing changed | ${t[kiln.repush]} | ${t[skopeo.repush]} | $(ratio "${t[kiln.repush]}" "${t[skopeo.repush]}")× |
+| push to a second repository, same registry | ${t[kiln.second]} | ${t[skopeo.second]} | $(ratio "${t[kiln.second]}" "${t[skopeo.second]}")× |
+| pull into an OCI layout (empty content store) | ${t[kiln.pull]} | ${t[skopeo.pull]} | $(ratio "${t[kiln.pull]}" "${t[skopeo.pull]}")× |
+
+Requests of a kiln re-push: $requests (blob HEADs and one manifest HEAD; no upload, no manifest PUT).
+Second repository: $mounted (cross-repository mount from the repository kiln pushed before).
+<!-- registry:end -->
+EOS
+)
+write_section registry "$section"

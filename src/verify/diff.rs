@@ -1,0 +1,626 @@
+//! `kiln diff`: compare two images strictly, top-down (manifest → config →
+//! layer digests → diff_ids → files), then explain: compression-only,
+//! config fields, and per file every header field, the content, and for ELF
+//! files which sections differ and what the differing bytes look like.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::image::{Image, Layer};
+use crate::scan::fs::decompressor;
+use crate::{Error, Result};
+
+/// One differing field: where, and both values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Field {
+    pub field: String,
+    pub a: String,
+    pub b: String,
+}
+
+/// How a file differs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileDiff {
+    pub path: String,
+    /// added, removed or changed
+    pub change: String,
+    pub fields: Vec<Field>,
+    /// For ELF files: differing sections and what the bytes look like.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<SectionDiff>,
+    /// For text files: a short unified diff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A differing ELF section.
+#[derive(Debug, Clone, Serialize)]
+pub struct SectionDiff {
+    pub name: String,
+    pub bytes_differ: u64,
+    /// date/time, absolute path, random-looking, or other
+    pub looks_like: String,
+    /// The differing bytes in A and B (printable form, shortened).
+    pub sample_a: String,
+    pub sample_b: String,
+}
+
+/// A differing layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LayerDiff {
+    pub index: usize,
+    pub digest_a: String,
+    pub digest_b: String,
+    pub diff_id_equal: bool,
+    pub files: Vec<FileDiff>,
+}
+
+/// The comparison of two images.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub identical: bool,
+    pub digest_a: String,
+    pub digest_b: String,
+    /// Short, most telling first: "compression-only", "config: created", …
+    pub summary: Vec<String>,
+    pub config: Vec<Field>,
+    pub layers: Vec<LayerDiff>,
+}
+
+/// Everything kiln compares about one tar entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    kind: String,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    size: u64,
+    hash: String,
+    link: String,
+    pax: String,
+    position: usize,
+    elf: bool,
+    text: bool,
+}
+
+const KEEP_CAP: u64 = 256 << 20;
+
+type LayerRead = (BTreeMap<String, Rec>, BTreeMap<String, Vec<u8>>);
+
+/// Reads a layer's entries; keeps the bytes of files in `keep` (capped).
+fn read_layer(
+    layer: &Layer,
+    keep: &BTreeMap<String, ()>,
+) -> Result<LayerRead> {
+    let what = format!("layer {}", layer.descriptor.digest);
+    let bad = |e: std::io::Error| Error::format(&what, e.to_string());
+    let r = decompressor(layer.source.open()?).map_err(bad)?;
+    let mut ar = tar::Archive::new(r);
+    let mut recs = BTreeMap::new();
+    let mut kept = BTreeMap::new();
+    let mut kept_total = 0u64;
+    for (position, e) in ar.entries().map_err(bad)?.enumerate() {
+        let mut e = e.map_err(bad)?;
+        let path = crate::scan::fs::normalize(&String::from_utf8_lossy(&e.path_bytes()));
+        let h = e.header().clone();
+        let pax = match e.pax_extensions() {
+            Ok(Some(exts)) => exts
+                .filter_map(|x| x.ok())
+                .map(|x| format!("{}={}", x.key().unwrap_or("?"), x.value().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        let kind = format!("{:?}", h.entry_type());
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let size = h.size().unwrap_or(0);
+        let mut hasher = Sha256::new();
+        let want = keep.contains_key(&path) && kept_total + size <= KEEP_CAP;
+        let mut bytes = Vec::new();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = e.read(&mut buf).map_err(bad)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if head.len() < 512 {
+                head.extend_from_slice(&buf[..n.min(512 - head.len())]);
+            }
+            if want {
+                bytes.extend_from_slice(&buf[..n]);
+            }
+        }
+        if want {
+            kept_total += size;
+            kept.insert(path.clone(), bytes);
+        }
+        let elf = crate::scan::elf::is_elf(&head);
+        let text = !elf && !head.is_empty() && std::str::from_utf8(&head).is_ok() && !head.contains(&0);
+        recs.insert(
+            path,
+            Rec {
+                kind,
+                mode: h.mode().unwrap_or(0) & 0o7777,
+                uid: h.uid().unwrap_or(0),
+                gid: h.gid().unwrap_or(0),
+                mtime: h.mtime().unwrap_or(0),
+                size,
+                hash: hex::encode(hasher.finalize()),
+                link,
+                pax,
+                position,
+                elf,
+                text,
+            },
+        );
+    }
+    Ok((recs, kept))
+}
+
+fn json_fields(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Field>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                json_fields(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(Field {
+            field: prefix.to_string(),
+            a: short(&a.to_string()),
+            b: short(&b.to_string()),
+        }),
+        _ => {}
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s.to_string()
+    }
+}
+
+/// What a run of differing bytes looks like.
+pub fn classify(bytes: &[u8]) -> &'static str {
+    let s = String::from_utf8_lossy(bytes);
+    let digits = s.chars().filter(|c| c.is_ascii_digit()).count();
+    let looks_time = (s.contains(':') && digits >= 4)
+        || s.contains("UTC")
+        || [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .any(|m| s.contains(m))
+        || (digits >= 8 && s.contains('-'))
+        || (bytes.len() >= 9 && digits * 10 >= bytes.len() * 9);
+    if looks_time {
+        return "a date/time";
+    }
+    if s.contains('/') && s.chars().filter(|c| c.is_ascii_graphic()).count() * 10 >= s.len() * 9 {
+        return "an absolute path";
+    }
+    let distinct = bytes.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if bytes.len() >= 8 && distinct * 2 >= bytes.len() {
+        return "a random-looking run";
+    }
+    "other bytes"
+}
+
+/// Printable form of bytes.
+fn printable(b: &[u8]) -> String {
+    let s: String = b
+        .iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                c as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    short(&s)
+}
+
+/// Section headers: (name, offset, size) of an ELF64/32 LE file.
+fn sections(b: &[u8]) -> Vec<(String, u64, u64)> {
+    let rd = |o: usize, n: usize| -> Option<u64> {
+        let s = b.get(o..o + n)?;
+        Some(match n {
+            2 => u16::from_le_bytes(s.try_into().ok()?) as u64,
+            4 => u32::from_le_bytes(s.try_into().ok()?) as u64,
+            _ => u64::from_le_bytes(s.try_into().ok()?),
+        })
+    };
+    let is64 = b.get(4) == Some(&2);
+    if b.get(5) != Some(&1) {
+        return Vec::new();
+    }
+    let (shoff, shentsize, shnum, shstrndx) = if is64 {
+        (rd(40, 8), rd(58, 2), rd(60, 2), rd(62, 2))
+    } else {
+        (rd(32, 4), rd(46, 2), rd(48, 2), rd(50, 2))
+    };
+    let (Some(shoff), Some(es), Some(n), Some(si)) = (shoff, shentsize, shnum, shstrndx) else {
+        return Vec::new();
+    };
+    if n > 4096 || es < 40 {
+        return Vec::new();
+    }
+    let hdr = |i: u64| -> Option<(u64, u64, u64, u32)> {
+        let o = (shoff + i * es) as usize;
+        if is64 {
+            Some((rd(o, 4)?, rd(o + 24, 8)?, rd(o + 32, 8)?, rd(o + 4, 4)? as u32))
+        } else {
+            Some((rd(o, 4)?, rd(o + 16, 4)?, rd(o + 20, 4)?, rd(o + 4, 4)? as u32))
+        }
+    };
+    let Some((_, str_off, str_size, _)) = hdr(si) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let Some((name_off, off, size, kind)) = hdr(i) else {
+            break;
+        };
+        let start = (str_off + name_off) as usize;
+        let name = b
+            .get(start..(str_off + str_size) as usize)
+            .map(|s| String::from_utf8_lossy(&s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())]).into_owned())
+            .unwrap_or_default();
+        // SHT_NOBITS (8) occupies no file bytes.
+        out.push((name, off, if kind == 8 { 0 } else { size }));
+    }
+    out
+}
+
+fn elf_sections_diff(a: &[u8], b: &[u8]) -> Vec<SectionDiff> {
+    let (sa, sb) = (sections(a), sections(b));
+    let mut out = Vec::new();
+    let by_name: BTreeMap<&str, (u64, u64)> = sb.iter().map(|(n, o, s)| (n.as_str(), (*o, *s))).collect();
+    for (name, oa, za) in &sa {
+        let Some(&(ob, zb)) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        let xa = a.get(*oa as usize..(*oa + *za) as usize).unwrap_or(&[]);
+        let xb = b.get(ob as usize..(ob + zb) as usize).unwrap_or(&[]);
+        if xa == xb {
+            continue;
+        }
+        let n = xa.len().max(xb.len());
+        let differ = (0..n).filter(|&i| xa.get(i) != xb.get(i)).count() as u64;
+        // The first differing run, widened to its printable surroundings.
+        let first = (0..n).find(|&i| xa.get(i) != xb.get(i)).unwrap_or(0);
+        let widen = |x: &[u8]| {
+            let mut s = first.min(x.len());
+            while s > 0 && first - s < 48 && (x[s - 1].is_ascii_graphic() || x[s - 1] == b' ') {
+                s -= 1;
+            }
+            let mut e = first.min(x.len());
+            while e < x.len() && e - first < 48 && (x[e].is_ascii_graphic() || x[e] == b' ') {
+                e += 1;
+            }
+            if e == s {
+                e = (s + 16).min(x.len());
+            }
+            x[s..e].to_vec()
+        };
+        let (ra, rb) = (widen(xa), widen(xb));
+        out.push(SectionDiff {
+            name: name.clone(),
+            bytes_differ: differ,
+            looks_like: classify(&ra).to_string(),
+            sample_a: printable(&ra),
+            sample_b: printable(&rb),
+        });
+    }
+    out
+}
+
+fn text_diff(a: &[u8], b: &[u8]) -> String {
+    let (sa, sb) = (
+        String::from_utf8_lossy(a).into_owned(),
+        String::from_utf8_lossy(b).into_owned(),
+    );
+    let (la, lb): (Vec<&str>, Vec<&str>) = (sa.lines().collect(), sb.lines().collect());
+    let mut out = Vec::new();
+    let common_prefix = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
+    let common_suffix = la[common_prefix..]
+        .iter()
+        .rev()
+        .zip(lb[common_prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    out.push(format!(
+        "@@ -{},{} +{},{} @@",
+        common_prefix + 1,
+        la.len() - common_prefix - common_suffix,
+        common_prefix + 1,
+        lb.len() - common_prefix - common_suffix
+    ));
+    for l in &la[common_prefix..la.len() - common_suffix] {
+        out.push(format!("-{l}"));
+    }
+    for l in &lb[common_prefix..lb.len() - common_suffix] {
+        out.push(format!("+{l}"));
+    }
+    out.truncate(41);
+    out.join("\n")
+}
+
+fn compare_recs(path: &str, a: &Rec, b: &Rec) -> Vec<Field> {
+    let mut f = Vec::new();
+    let mut push = |name: &str, x: String, y: String| {
+        if x != y {
+            f.push(Field {
+                field: name.into(),
+                a: x,
+                b: y,
+            });
+        }
+    };
+    let _ = path;
+    push("type", a.kind.clone(), b.kind.clone());
+    push("mode", format!("{:04o}", a.mode), format!("{:04o}", b.mode));
+    push("owner", format!("{}:{}", a.uid, a.gid), format!("{}:{}", b.uid, b.gid));
+    push("mtime", a.mtime.to_string(), b.mtime.to_string());
+    push("size", a.size.to_string(), b.size.to_string());
+    push("content sha256", a.hash.clone(), b.hash.clone());
+    push("link target", a.link.clone(), b.link.clone());
+    push("pax headers / xattrs", a.pax.clone(), b.pax.clone());
+    push("position in the tar", a.position.to_string(), b.position.to_string());
+    f
+}
+
+/// Compares two images.
+pub fn diff(a: &Image, b: &Image) -> Result<Report> {
+    let mut r = Report {
+        digest_a: a.digest().to_string(),
+        digest_b: b.digest().to_string(),
+        ..Default::default()
+    };
+    if a.digest() == b.digest() {
+        r.identical = true;
+        return Ok(r);
+    }
+    let ca: serde_json::Value =
+        serde_json::from_slice(a.config_bytes()).map_err(|e| Error::format("config A", e.to_string()))?;
+    let cb: serde_json::Value =
+        serde_json::from_slice(b.config_bytes()).map_err(|e| Error::format("config B", e.to_string()))?;
+    json_fields("", &ca, &cb, &mut r.config);
+    let (la, lb) = (a.layers(), b.layers());
+    if la.len() != lb.len() {
+        r.summary.push(format!("layer count: {} vs {}", la.len(), lb.len()));
+    }
+    let mut compression_only = 0;
+    for i in 0..la.len().max(lb.len()) {
+        let (Some(x), Some(y)) = (la.get(i), lb.get(i)) else {
+            continue;
+        };
+        if x.descriptor.digest == y.descriptor.digest {
+            continue;
+        }
+        let mut ld = LayerDiff {
+            index: i + 1,
+            digest_a: x.descriptor.digest.to_string(),
+            digest_b: y.descriptor.digest.to_string(),
+            diff_id_equal: x.diff_id == y.diff_id,
+            files: Vec::new(),
+        };
+        if ld.diff_id_equal {
+            compression_only += 1;
+            r.layers.push(ld);
+            continue;
+        }
+        let empty = BTreeMap::new();
+        let (ra, _) = read_layer(x, &empty)?;
+        let (rb, _) = read_layer(y, &empty)?;
+        let mut keep = BTreeMap::new();
+        let paths: std::collections::BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
+        for p in &paths {
+            match (ra.get(*p), rb.get(*p)) {
+                (Some(u), Some(v)) if u.hash != v.hash && (u.elf || u.text) => {
+                    keep.insert((*p).clone(), ());
+                }
+                _ => {}
+            }
+        }
+        let (ka, kb) = if keep.is_empty() {
+            (BTreeMap::new(), BTreeMap::new())
+        } else {
+            (read_layer(x, &keep)?.1, read_layer(y, &keep)?.1)
+        };
+        for p in paths {
+            let fd = match (ra.get(p), rb.get(p)) {
+                (Some(_), None) => FileDiff {
+                    path: format!("/{p}"),
+                    change: "removed".into(),
+                    ..Default::default()
+                },
+                (None, Some(_)) => FileDiff {
+                    path: format!("/{p}"),
+                    change: "added".into(),
+                    ..Default::default()
+                },
+                (Some(u), Some(v)) => {
+                    let fields = compare_recs(p, u, v);
+                    if fields.is_empty() {
+                        continue;
+                    }
+                    let mut fd = FileDiff {
+                        path: format!("/{p}"),
+                        change: "changed".into(),
+                        fields,
+                        ..Default::default()
+                    };
+                    if let (Some(xa), Some(xb)) = (ka.get(p), kb.get(p)) {
+                        if u.elf {
+                            fd.sections = elf_sections_diff(xa, xb);
+                        } else if u.text {
+                            fd.text = Some(text_diff(xa, xb));
+                        }
+                    }
+                    fd
+                }
+                (None, None) => continue,
+            };
+            ld.files.push(fd);
+        }
+        r.layers.push(ld);
+    }
+    // The summary, most telling first.
+    if compression_only > 0 && r.layers.iter().all(|l| l.diff_id_equal) {
+        r.summary.insert(
+            0,
+            "compression-only: the uncompressed layers are identical (same diff_ids), the compressed bytes differ"
+                .into(),
+        );
+    }
+    let config_fields: Vec<&str> = r
+        .config
+        .iter()
+        .map(|f| f.field.as_str())
+        .filter(|f| !f.starts_with("rootfs.diff_ids"))
+        .collect();
+    if !config_fields.is_empty() {
+        let mut top: Vec<String> = config_fields
+            .iter()
+            .map(|f| f.split('.').take(2).collect::<Vec<_>>().join("."))
+            .collect();
+        top.dedup();
+        r.summary.push(format!("config: {}", top.join(", ")));
+    }
+    for l in &r.layers {
+        if !l.diff_id_equal {
+            let files: Vec<String> = l
+                .files
+                .iter()
+                .take(5)
+                .map(|f| {
+                    format!(
+                        "{} ({})",
+                        f.path,
+                        f.fields.iter().map(|x| x.field.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .collect();
+            r.summary.push(format!(
+                "layer {}: {} file(s) differ: {}",
+                l.index,
+                l.files.len(),
+                files.join("; ")
+            ));
+        }
+    }
+    Ok(r)
+}
+
+/// Human-readable report.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    if r.identical {
+        s.push_str(&format!("identical: {}\n", r.digest_a));
+        return s;
+    }
+    s.push_str(&format!("different: {} vs {}\n", r.digest_a, r.digest_b));
+    for line in &r.summary {
+        s.push_str(&format!("  * {line}\n"));
+    }
+    if !r.config.is_empty() {
+        s.push_str("config:\n");
+        for f in &r.config {
+            s.push_str(&format!("  {}: {} -> {}\n", f.field, f.a, f.b));
+        }
+    }
+    for l in &r.layers {
+        s.push_str(&format!(
+            "layer {}: {} -> {}{}\n",
+            l.index,
+            l.digest_a,
+            l.digest_b,
+            if l.diff_id_equal {
+                " (same diff_id: compression only)"
+            } else {
+                ""
+            }
+        ));
+        for f in &l.files {
+            s.push_str(&format!("  {} {}\n", f.change, f.path));
+            for x in &f.fields {
+                s.push_str(&format!("    {}: {} -> {}\n", x.field, x.a, x.b));
+            }
+            for sec in &f.sections {
+                s.push_str(&format!(
+                    "    section {}: {} byte(s) differ; looks like {}: {:?} vs {:?}\n",
+                    sec.name, sec.bytes_differ, sec.looks_like, sec.sample_a, sec.sample_b
+                ));
+            }
+            if let Some(t) = &f.text {
+                for line in t.lines() {
+                    s.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_byte_runs() {
+        assert_eq!(classify(b"2026-11-26 07:01:02"), "a date/time");
+        assert_eq!(classify(b"Thu Nov 26 07:01:02 UTC 2026"), "a date/time");
+        assert_eq!(classify(b"1764140462"), "a date/time");
+        assert_eq!(classify(b"/home/alice/src/app"), "an absolute path");
+        assert_eq!(
+            classify(&[0x91, 0x3a, 0xf0, 0x11, 0x7c, 0xe2, 0x05, 0xb8]),
+            "a random-looking run"
+        );
+    }
+
+    #[test]
+    fn text_diff_shows_the_change() {
+        let d = text_diff(b"a\nb\nc\n", b"a\nB\nc\n");
+        assert!(d.contains("-b") && d.contains("+B"), "{d}");
+    }
+
+    #[test]
+    fn finds_sections_of_a_real_binary() {
+        let b = std::fs::read("/bin/ls").unwrap();
+        let s = sections(&b);
+        assert!(s.iter().any(|(n, _, _)| n == ".text"));
+        let mut c = b.clone();
+        let (_, off, _) = s.iter().find(|(n, _, _)| n == ".rodata").unwrap().clone();
+        c[off as usize + 10] ^= 0xff;
+        let d = elf_sections_diff(&b, &c);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name, ".rodata");
+    }
+}
