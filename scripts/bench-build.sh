@@ -28,7 +28,7 @@ FROM $KILN_TEST_BUILDER_PINNED AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/cargo/registry --mount=type=cache,target=/src/target \\
-    CARGO_HOME=/cargo CARGO_HTTP_CAINFO=/src/ca.crt \\
+    CARGO_HOME=/cargo CARGO_HTTP_CAINFO=/src/ca.crt RUSTFLAGS="-C target-feature=+crt-static" \\
     cargo build --release --locked --target x86_64-unknown-linux-gnu \\
     && cp target/x86_64-unknown-linux-gnu/release/with-deps /app
 FROM scratch
@@ -53,15 +53,11 @@ one_line_change() {
 
 declare -A t
 : >"$work/cold.bk"; : >"$work/cold.kiln"; : >"$work/warm.bk"; : >"$work/warm.kiln"; : >"$work/edit.bk"; : >"$work/edit.kiln"
-bk_ids=()
-kiln_digests=()
 for _ in $(seq "$RUNS"); do
     prune_bk
     wall_time bk >>"$work/cold.bk"; echo >>"$work/cold.bk"
-    bk_ids+=("$("$docker" image inspect --format '{{.Id}}' kiln-bench/bk:latest)")
     wall_time bk >>"$work/warm.bk"; echo >>"$work/warm.bk"
     wall_time kb --fresh >>"$work/cold.kiln"; echo >>"$work/cold.kiln"
-    kiln_digests+=("$(kb --fresh)")
     kb >/dev/null # fill kiln's caches (volumes and input cache) for the warm case
     wall_time kb >>"$work/warm.kiln"; echo >>"$work/warm.kiln"
     one_line_change
@@ -72,6 +68,15 @@ for k in cold.bk cold.kiln warm.bk warm.kiln edit.bk edit.kiln; do
     t[$k]=$(grep -v '^$' "$work/$k" | median)
 done
 legacy_s=$(wall_time legacy)
+# Reproducibility: two cold builds of the same source, each tool.
+bk_ids=()
+kiln_digests=()
+for _ in 1 2; do
+    prune_bk
+    bk >/dev/null
+    bk_ids+=("$("$docker" image inspect --format '{{.Id}}' kiln-bench/bk:latest)")
+    kiln_digests+=("$(kb --fresh)")
+done
 
 # Sizes as the engine counts them.
 kb --out docker-daemon:kiln-bench/kiln:latest >/dev/null
@@ -98,9 +103,9 @@ cache mounts for the cargo registry and the target dir, scratch runtime stage (i
 | after a one-line source change | ${t[edit.bk]} | ${t[edit.kiln]} | $(ratio "${t[edit.kiln]}" "${t[edit.bk]}")× |
 | legacy builder (\`DOCKER_BUILDKIT=0\`, no cache mounts), cold | $legacy_s | | |
 
-Final image size (engine's count): kiln $size_kiln bytes (binary, passwd/group, CA bundle, /tmp);
-BuildKit $size_bk bytes; legacy $size_legacy bytes (binary only).
-Same image from $RUNS cold builds: BuildKit **$bk_same** (image IDs: $(printf '%s ' "${bk_ids[@]}" | cut -c1-200)); kiln **$kiln_same**
+Final image size (engine's count): kiln $size_kiln bytes (static binary, passwd/group, CA bundle, /tmp);
+BuildKit $size_bk bytes and legacy $size_legacy bytes (static binary only; same RUSTFLAGS).
+Same image from two cold builds of the same source: BuildKit **$bk_same** (image IDs: $(printf '%s ' "${bk_ids[@]}" | cut -c1-200)); kiln **$kiln_same**
 ($(printf '%s ' "${kiln_digests[@]}" | cut -c1-200)).
 <!-- build:end -->
 EOF

@@ -14,20 +14,27 @@ kiln=$PWD/target/release/kiln
 work=$(mktemp -d /var/tmp/kiln-bench-reg.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 reg=$KILN_REGISTRY
-# ~200 MB of incompressible data in four layers' worth of files.
-mkdir -p "$work/data"
-for i in 1 2 3 4; do head -c 50000000 /dev/urandom >"$work/data/part$i"; done
-"$kiln" assemble --quiet --add "$work/data:/data" --compression none --out "oci:$work/layout:big" >/dev/null
+# ~200 MB of incompressible data; a new image for every run, so neither tool
+# can mount blobs the other (or an earlier run) already pushed.
+make_image() {
+    rm -rf "$work/data" && mkdir -p "$work/data"
+    for p in 1 2 3 4; do head -c 50000000 /dev/urandom >"$work/data/part$p"; done
+    rm -rf "$work/layout"
+    "$kiln" assemble --quiet --add "$work/data:/data" --compression none --out "oci:$work/layout:big" >/dev/null
+}
+make_image
 size_mb=$(du -sm "$work/layout/blobs" | cut -f1)
 run=$(date +%s)
 sk() { skopeo "$@" >/dev/null 2>&1; }
 declare -A t
 for k in push repush second pull; do : >"$work/kiln.$k"; : >"$work/skopeo.$k"; done
 for i in $(seq "$RUNS"); do
+    make_image
     export KILN_CACHE_DIR=$work/cache-$i
     a="$reg/kiln-bench/kiln-$run-$i"; b="$reg/kiln-bench/skopeo-$run-$i"
-    wall_time "$kiln" push "oci:$work/layout:big" "$a:v1" >>"$work/kiln.push"; echo >>"$work/kiln.push"
+    # skopeo first this time, then kiln: both upload the new blobs.
     wall_time sk copy --dest-tls-verify=false "oci:$work/layout:big" "docker://$b:v1" >>"$work/skopeo.push"; echo >>"$work/skopeo.push"
+    wall_time "$kiln" push "oci:$work/layout:big" "$a:v1" >>"$work/kiln.push"; echo >>"$work/kiln.push"
     wall_time "$kiln" push "oci:$work/layout:big" "$a:v1" >>"$work/kiln.repush"; echo >>"$work/kiln.repush"
     wall_time sk copy --dest-tls-verify=false "oci:$work/layout:big" "docker://$b:v1" >>"$work/skopeo.repush"; echo >>"$work/skopeo.repush"
     wall_time "$kiln" push "oci:$work/layout:big" "$a-second:v1" >>"$work/kiln.second"; echo >>"$work/kiln.second"
@@ -40,17 +47,17 @@ for k in push repush second pull; do
     t[kiln.$k]=$(grep -v '^$' "$work/kiln.$k" | median)
     t[skopeo.$k]=$(grep -v '^$' "$work/skopeo.$k" | median)
 done
-repush_json=$(KILN_CACHE_DIR=$work/cache-1 "$kiln" push --json "oci:$work/layout:big" "$reg/kiln-bench/kiln-$run-1:v1")
+repush_json=$(KILN_CACHE_DIR=$work/cache-$RUNS "$kiln" push --json "oci:$work/layout:big" "$a:v1")
 requests=$(printf '%s' "$repush_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
-second_json=$(KILN_CACHE_DIR=$work/cache-1 "$kiln" push --json "oci:$work/layout:big" "$reg/kiln-bench/kiln-$run-third:v1")
-mounted=$(printf '%s' "$second_json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"mounted\"]} mounted, {d[\"uploaded\"]} uploaded")')
+second_json=$(KILN_CACHE_DIR=$work/cache-$RUNS "$kiln" push --json "oci:$work/layout:big" "$a-third:v1")
+mounted=$(printf '%s' "$second_json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d mounted, %d uploaded" % (d["mounted"], d["uploaded"]))')
 section=$(cat <<EOS
 <!-- registry:begin -->
 ## kiln push / pull (issue 4)
 
 Measured $(date -u +%Y-%m-%d), \`RUNS=$RUNS scripts/bench-registry.sh\`, median of $RUNS runs, same run, against the
 dev-env distribution registry on 127.0.0.1 (plain HTTP). Image: ${size_mb} MB of incompressible data in one
-uncompressed layer. Peer: \`skopeo copy\` (Debian's skopeo $(skopeo --version | awk '{print $3}')).
+uncompressed layer, a new one for every run (so nothing can be mounted from an earlier push). Peer: \`skopeo copy\` (Debian's skopeo $(skopeo --version | awk '{print $3}')).
 
 | case | kiln (s) | skopeo (s) | kiln ÷ skopeo |
 | --- | --- | --- | --- |

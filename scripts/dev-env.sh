@@ -41,6 +41,7 @@ install_packages() {
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
     command -v file >/dev/null || missing+=(file)
+    command -v diffoscope >/dev/null || missing+=(diffoscope-minimal)
     command -v docker >/dev/null || missing+=(docker.io)
     if [ ${#missing[@]} -eq 0 ]; then
         say "packages: all present"

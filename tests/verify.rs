@@ -138,7 +138,7 @@ fn verify_names_the_build_time_and_the_absolute_path() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("build-time");
     copy(&repo().join("tests/fixtures/build-time"), &p);
-    let (code, r) = verify(&p, &["--rebuilds", "1"]);
+    let (code, r) = verify(&p, &["--rebuilds", "2"]);
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["identical"], false);
     let d = &r["differences"][0];
@@ -161,7 +161,7 @@ fn verify_names_the_build_time_and_the_absolute_path() {
 
     let p = t.path().join("manifest-dir");
     copy(&repo().join("tests/fixtures/manifest-dir"), &p);
-    let (code, r) = verify(&p, &["--rebuilds", "1", "--vary", "path"]);
+    let (code, r) = verify(&p, &["--rebuilds", "2", "--vary", "path"]);
     assert_eq!(code, 1, "{r:#}");
     let d = &r["differences"][0];
     let sections = d["diff"]["layers"][0]["files"][0]["sections"].as_array().unwrap();
@@ -171,7 +171,7 @@ fn verify_names_the_build_time_and_the_absolute_path() {
         .expect("a section with the path");
     assert!(path["sample_a"].as_str().unwrap().contains("/kiln/src"), "{path}");
     assert!(
-        path["sample_b"].as_str().unwrap().contains("/kiln/src-variant-1"),
+        path["sample_b"].as_str().unwrap().contains("/kiln/src-variant-"),
         "{path}"
     );
     assert!(
@@ -194,7 +194,7 @@ fn the_examples_rebuild_identically_under_every_variation() {
         let (code, r) = verify(&p, &["--rebuilds", "3"]);
         assert_eq!(code, 0, "{example}: {r:#}");
         let builds = r["builds"].as_array().unwrap();
-        assert_eq!(builds.len(), 4);
+        assert_eq!(builds.len(), 3);
         let d0 = &builds[0]["digest"];
         assert!(builds.iter().all(|b| &b["digest"] == d0));
         let varied: Vec<String> = builds[1]["variation"]

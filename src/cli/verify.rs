@@ -21,7 +21,8 @@ pub struct VerifyArgs {
     /// The project directory.
     #[arg(long, default_value = ".", value_name = "DIR")]
     project: PathBuf,
-    /// How many varied rebuilds to compare with the reference.
+    /// How many builds: the first is the reference, the others are varied
+    /// (with --against, N varied builds are compared with that image).
     #[arg(long, default_value_t = 2, value_name = "N")]
     rebuilds: usize,
     /// Compare with this image (e.g. the one CI published) instead of a first build.

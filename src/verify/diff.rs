@@ -92,10 +92,7 @@ const KEEP_CAP: u64 = 256 << 20;
 type LayerRead = (BTreeMap<String, Rec>, BTreeMap<String, Vec<u8>>);
 
 /// Reads a layer's entries; keeps the bytes of files in `keep` (capped).
-fn read_layer(
-    layer: &Layer,
-    keep: &BTreeMap<String, ()>,
-) -> Result<LayerRead> {
+fn read_layer(layer: &Layer, keep: &BTreeMap<String, ()>) -> Result<LayerRead> {
     let what = format!("layer {}", layer.descriptor.digest);
     let bad = |e: std::io::Error| Error::format(&what, e.to_string());
     let r = decompressor(layer.source.open()?).map_err(bad)?;

@@ -1,6 +1,6 @@
-//! `kiln verify`: rebuild the project from clean caches under deliberate
-//! variation and compare each result with the first (or with an image
-//! someone published), byte for byte. On a difference, [`diff`] explains it
+//! `kiln verify`: build the project N times from clean caches, all but the
+//! first under deliberate variation, and compare each result with the first
+//! (or N varied builds with an image someone published), byte for byte. On a difference, [`diff`] explains it
 //! and [`hints`] adds what kiln knows about Rust builds.
 
 pub mod diff;
@@ -163,30 +163,37 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
         allow_scan_failures: true,
         ..Default::default()
     };
-    // The reference: the published image, or a first build under normal conditions.
-    let (reference_label, reference) = match &req.against {
-        Some(r) => ("published".to_string(), crate::store::open(r, None)?),
+    // The reference: the published image, or the first of the N builds,
+    // made from clean caches under normal conditions.
+    let (reference_label, reference, first_varied) = match &req.against {
+        Some(r) => ("published".to_string(), crate::store::open(r, None)?, 1),
         None => {
             let out = ImageRef::Oci {
-                dir: work.path().join("build-0"),
+                dir: work.path().join("build-1"),
                 tag: None,
             };
             let r = build::build(
                 &BuildRequest {
                     outs: vec![out],
+                    fresh: true,
                     ..base.clone()
                 },
                 progress,
             )?;
             builds.push(BuildRecord {
-                label: "build 0".into(),
-                variation: vec!["the project as it is, warm caches".into()],
+                label: "build 1".into(),
+                variation: vec!["the project as it is, clean caches".into()],
                 digest: r.image.digest().to_string(),
             });
-            ("build 0".to_string(), r.image)
+            ("build 1".to_string(), r.image, 2)
         }
     };
-    for i in 1..=req.rebuilds {
+    let last = if req.against.is_some() {
+        req.rebuilds
+    } else {
+        req.rebuilds.max(2)
+    };
+    for i in first_varied..=last {
         let v = variation(i, &req.vary);
         let mut described = v.describe();
         // A different checkout path on the host too: the source copied elsewhere.
@@ -198,10 +205,13 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
         } else {
             req.project.clone()
         };
-        let cold = req.vary.iter().any(|x| x == "cache");
-        if cold {
-            described.push("cold: empty cache volumes".into());
-        }
+        // Clean caches always; "cache" adds a warm rebuild as the last one.
+        let warm = req.vary.iter().any(|x| x == "cache") && i == last && i > first_varied;
+        described.push(if warm {
+            "warm: the shared cache volumes".into()
+        } else {
+            "cold: empty cache volumes".into()
+        });
         let out = ImageRef::Oci {
             dir: work.path().join(format!("build-{i}")),
             tag: None,
@@ -210,18 +220,18 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
             &BuildRequest {
                 project,
                 outs: vec![out],
-                fresh: cold,
+                fresh: !warm,
                 variation: Some(v),
                 ..base.clone()
             },
             progress,
         )?;
         builds.push(BuildRecord {
-            label: format!("rebuild {i}"),
+            label: format!("build {i}"),
             variation: described,
             digest: r.image.digest().to_string(),
         });
-        images.push((format!("rebuild {i}"), r.image));
+        images.push((format!("build {i}"), r.image));
     }
     let mut differences = Vec::new();
     for (label, img) in &images {

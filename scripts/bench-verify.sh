@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmarks for issue 6, same run:
+#  - `kiln verify --rebuilds 2` against two `kiln build --fresh` (clean caches)
+#    of the same project;
+#  - `kiln diff` on two ~500 MB images that differ in a few files against
+#    diffoscope (diffoscope-minimal) on the same two images extracted, and
+#    whether both find the same differing files.
+# Regenerates the "kiln verify / diff" section of BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
+. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
+command -v diffoscope >/dev/null || { echo "bench: diffoscope missing (apt-get install diffoscope-minimal)" >&2; exit 1; }
+cargo build --release --locked --quiet
+kiln=$PWD/target/release/kiln
+work=$(mktemp -d /var/tmp/kiln-bench-verify.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export SOURCE_DATE_EPOCH=1700000000 KILN_CACHE_DIR=$work/cache
+(cd examples/with-deps && tar --exclude=./target --exclude=./kiln.lock -cf - .) | (mkdir -p "$work/p" && tar -xf - -C "$work/p")
+sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/p/kiln.toml"
+two_builds=$( { s=$(date +%s.%N); (cd "$work/p" && "$kiln" build --quiet --fresh >/dev/null && "$kiln" build --quiet --fresh >/dev/null); e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }'; } )
+verify_s=$(cd "$work/p" && wall_time "$kiln" verify --rebuilds 2)
+verdict=$(cd "$work/p" && "$kiln" verify --rebuilds 2 --json | python3 -c 'import json,sys; print("identical" if json.load(sys.stdin)["identical"] else "different")')
+
+# Two ~500 MB images: the same 480 MB of data plus a few small files that differ.
+mkdir -p "$work/a/data" "$work/b"
+for i in $(seq 1 12); do head -c 40000000 /dev/urandom >"$work/a/data/blob$i"; done
+printf 'version = 1\n' >"$work/a/data/config.toml"
+cp -a "$work/a/." "$work/b/"
+printf 'version = 2\n' >"$work/b/data/config.toml"
+head -c 1000 /dev/urandom >>"$work/b/data/blob7"
+"$kiln" assemble --quiet --add "$work/a/data:/data" --out "oci:$work/img:a" >/dev/null
+"$kiln" assemble --quiet --add "$work/b/data:/data" --out "oci:$work/img:b" >/dev/null
+diff_s=$(wall_time "$kiln" diff "oci:$work/img:a" "oci:$work/img:b")
+kiln_files=$("$kiln" diff --json "oci:$work/img:a" "oci:$work/img:b" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join(sorted(f["path"] for l in r["layers"] for f in l["files"])))')
+# diffoscope on the same two images, extracted.
+for x in a b; do
+    mkdir -p "$work/x-$x"
+    blob=$(python3 - "$work/img" "$x" <<'PY'
+import json, sys, os
+d, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = [m for m in idx["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag][0]
+man = json.load(open(os.path.join(d, "blobs/sha256", m["digest"].split(":")[1])))
+print(os.path.join(d, "blobs/sha256", man["layers"][-1]["digest"].split(":")[1]))
+PY
+)
+    tar -xzf "$blob" -C "$work/x-$x"
+done
+s=$(date +%s.%N)
+diffoscope --no-progress --text "$work/diffoscope.txt" "$work/x-a" "$work/x-b" >/dev/null 2>&1 || true
+e=$(date +%s.%N)
+dscope_s=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }')
+dscope_files=$(grep -oE '^│?[ ├─│]*(--- |\+\+\+ )?[^ ]*/data/[^ ]+' "$work/diffoscope.txt" | grep -oE 'data/[^ ]+' | sort -u | sed 's|^|/|' | tr '\n' ' ')
+section=$(cat <<EOS
+<!-- verify:begin -->
+## kiln verify / kiln diff (issue 6)
+
+Measured $(date -u +%Y-%m-%d), \`scripts/bench-verify.sh\`, same run, single runs (each case takes long).
+
+| case | kiln (s) | peer (s) | ratio |
+| --- | --- | --- | --- |
+| \`kiln verify --rebuilds 2\` (examples/with-deps) vs two \`kiln build --fresh\` | $verify_s | $two_builds | $(ratio "$verify_s" "$two_builds")× |
+| \`kiln diff\` of two ~500 MB images vs \`diffoscope\` on them extracted | $diff_s | $dscope_s | $(ratio "$diff_s" "$dscope_s")× |
+
+verify verdict: $verdict. Differing files found — kiln: $kiln_files; diffoscope: $dscope_files
+<!-- verify:end -->
+EOS
+)
+write_section verify "$section"
