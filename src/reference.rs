@@ -214,11 +214,16 @@ mod tests {
         assert_eq!(a.to_string(), "docker-archive:a.tar:kiln/hello:2");
         let d = ImageRef::parse("docker-daemon:localhost:5000/app").unwrap();
         assert_eq!(d.to_string(), "docker-daemon:localhost:5000/app:latest");
+        assert!(matches!(ImageRef::parse("docker://x").unwrap(), ImageRef::Registry(_)));
+        assert!(matches!(
+            ImageRef::parse("127.0.0.1:5000/a/b:c").unwrap(),
+            ImageRef::Registry(_)
+        ));
         assert!(
-            ImageRef::parse("docker://x")
+            ImageRef::parse("http://x")
                 .unwrap_err()
                 .to_string()
-                .contains("unknown transport `docker`")
+                .contains("unknown transport `http`")
         );
         assert!(ImageRef::parse("ftp:x").is_err());
         assert!(ImageRef::parse("plain").is_err());

@@ -482,7 +482,7 @@ fn bad_input_gives_a_clear_error_and_leaves_nothing_behind() {
     // Output errors: unknown transport, an output below a file, scratch as output.
     for (o, want) in [
         ("ftp:x", "unknown transport `ftp`"),
-        ("docker://x", "unknown transport `docker`"),
+        ("http://x", "unknown transport `http`"),
         ("oci:a-file/sub", "cannot write a-file/sub"),
         ("scratch", "scratch is an input"),
         ("docker-daemon:Upper/Case", "lowercase"),
