@@ -76,6 +76,14 @@ impl Platform {
         })
     }
 
+    /// Whether an index entry's platform `self` serves a request for `want`
+    /// (a request without a variant accepts any variant).
+    pub fn satisfies(&self, want: &Platform) -> bool {
+        self.os == want.os
+            && self.architecture == want.architecture
+            && (want.variant.is_none() || self.variant == want.variant)
+    }
+
     /// The platform of the machine kiln runs on.
     pub fn host() -> Self {
         let arch = match std::env::consts::ARCH {

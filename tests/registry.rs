@@ -406,7 +406,7 @@ fn random_faults_end_in_a_valid_image_or_a_clean_error() {
     let mut previous: Option<String> = None;
     for i in 0..50 {
         if i == 25 {
-            rate.store(55, std::sync::atomic::Ordering::SeqCst);
+            rate.store(65, std::sync::atomic::Ordering::SeqCst);
         }
         let (src, digest) = make_image(t.path(), &format!("f{i}"), &format!("fault-{i}"), 150_000);
         let dest = format!("{}/kiln/faults:latest", proxy.addr);

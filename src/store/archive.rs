@@ -211,7 +211,7 @@ pub fn read(file: &Path, platform: Option<&oci::Platform>) -> Result<Image> {
             d = inner
                 .manifests
                 .into_iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.architecture == want.architecture))
+                .find(|m| m.platform.as_ref().is_some_and(|p| p.satisfies(&want)))
                 .ok_or_else(|| Error::NotFound {
                     what: format!("an image for {want}"),
                     location: location.clone(),

@@ -233,13 +233,7 @@ fn read_manifest(dir: &Path, desc: &Descriptor, platform: Option<&Platform>) -> 
         let child = index
             .manifests
             .iter()
-            .find(|d| {
-                d.platform.as_ref().is_some_and(|p| {
-                    p.os == want.os
-                        && p.architecture == want.architecture
-                        && (want.variant.is_none() || p.variant == want.variant)
-                })
-            })
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.satisfies(&want)))
             .ok_or_else(|| Error::NotFound {
                 what: format!("an image for {want}"),
                 location: format!("index {}", desc.digest),

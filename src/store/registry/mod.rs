@@ -546,13 +546,7 @@ fn choose(index_bytes: &[u8], platform: Option<&Platform>, r: &RegistryRef) -> R
     index
         .manifests
         .iter()
-        .find(|d| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.os == want.os
-                    && p.architecture == want.architecture
-                    && (want.variant.is_none() || p.variant == want.variant)
-            })
-        })
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.satisfies(&want)))
         .cloned()
         .ok_or_else(|| {
             let have: Vec<String> = index
