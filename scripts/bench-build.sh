@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 RUNS=${RUNS:-3}
-scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
-. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
-cargo build --release --locked --quiet
-kiln=$PWD/target/release/kiln
+bench_setup build
 docker=/usr/bin/docker # Debian's client: BuildKit built in
-work=$(mktemp -d /var/tmp/kiln-bench-build.XXXXXX)
-trap 'rm -rf "$work"' EXIT
 export SOURCE_DATE_EPOCH=1700000000
 
 # Two copies of the project: one a Docker build context, one a kiln project.

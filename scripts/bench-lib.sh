@@ -36,3 +36,14 @@ PY
     fi
     printf '%s\n' "$text"
 }
+
+# bench_setup NAME: brings the dev environment up, sources its env file,
+# builds kiln in release; sets $kiln and a scratch $work removed on exit.
+bench_setup() {
+    scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
+    . "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
+    cargo build --release --locked --quiet
+    kiln=$PWD/target/release/kiln
+    work=$(mktemp -d "/var/tmp/kiln-bench-$1.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+}

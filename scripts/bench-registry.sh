@@ -7,12 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 RUNS=${RUNS:-3}
-scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
-. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
-cargo build --release --locked --quiet
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-bench-reg.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+bench_setup reg
 reg=$KILN_REGISTRY
 # ~200 MB of incompressible data; a new image for every run, so neither tool
 # can mount blobs the other (or an earlier run) already pushed.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of `kiln scan --all` on the dev-env builder image (≈1 GB, thousands
+# Benchmark of `kiln scan --all` on the dev-env builder image (≈1 GB, ~900
 # of ELF files) against extracting it (tar) and running lddtree on every ELF
 # file, in the same run. Also kiln's peak memory. Regenerates the "kiln scan"
 # section of BENCHMARKS.md.
@@ -7,12 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 RUNS=${RUNS:-3}
-scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
-. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
-cargo build --release --locked --quiet
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-bench-scan.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+bench_setup scan
 "$kiln" pull --quiet "$KILN_TEST_BUILDER" --out "oci:$work/layout:b" >/dev/null
 blob=$(ls -S "$work"/layout/blobs/sha256/* | head -1)
 size_mb=$(( $(stat -c %s "$blob") / 1000000 ))

@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
-scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
-. "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
+bench_setup verify
 command -v diffoscope >/dev/null || { echo "bench: diffoscope missing (apt-get install diffoscope-minimal)" >&2; exit 1; }
-cargo build --release --locked --quiet
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-bench-verify.XXXXXX)
-trap 'rm -rf "$work"' EXIT
 export SOURCE_DATE_EPOCH=1700000000 KILN_CACHE_DIR=$work/cache
 (cd examples/with-deps && tar --exclude=./target --exclude=./kiln.lock -cf - .) | (mkdir -p "$work/p" && tar -xf - -C "$work/p")
 sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/p/kiln.toml"
