@@ -522,3 +522,77 @@ fn retry_after_is_honoured_and_chunked_uploads_resume() {
         Some(digest.as_str())
     );
 }
+
+#[test]
+fn a_multi_platform_index_is_pushed_after_its_children() {
+    require_tool("skopeo");
+    let reg = registry::plain();
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("f"), "multi\n").unwrap();
+    let layout = t.path().join("layout");
+    let l = layout.display();
+    let amd = stdout(&ok(kiln().current_dir(t.path()).args([
+        "assemble",
+        "--quiet",
+        "--add",
+        "f:/f",
+        "--platform",
+        "linux/amd64",
+        "--out",
+        &format!("oci:{l}:amd"),
+    ])));
+    let arm = stdout(&ok(kiln().current_dir(t.path()).args([
+        "assemble",
+        "--quiet",
+        "--add",
+        "f:/f",
+        "--platform",
+        "linux/arm64",
+        "--out",
+        &format!("oci:{l}:arm"),
+    ])));
+    // An index of both, written as a blob and tagged `multi` in the layout.
+    let index_path = layout.join("index.json");
+    let mut top: serde_json::Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let mut children: Vec<serde_json::Value> = top["manifests"].as_array().unwrap().clone();
+    for c in &mut children {
+        c.as_object_mut().unwrap().remove("annotations");
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children});
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    fs::write(layout.join("blobs/sha256").join(&digest[7..]), &bytes).unwrap();
+    top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}
+    }));
+    fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+
+    let dest = format!("{}/kiln/multi:v1", reg.addr);
+    let out = ok(k(t.path()).args(["push", &format!("oci:{l}:multi"), &dest]));
+    assert_eq!(stdout(&out), digest, "the index is pushed as stored");
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{dest}")));
+    assert_eq!(raw.stdout, bytes, "the registry holds the index bytes exactly");
+    // Both children are in the registry, by digest, each a complete image.
+    for want in [&amd, &arm] {
+        let child = format!("{}/kiln/multi@{want}", reg.addr);
+        assert_eq!(
+            skopeo_digest(&child, &["--tls-verify=false"]).as_deref(),
+            Some(want.as_str())
+        );
+        let copy = t.path().join(format!("copy-{}", &want[7..19]));
+        ok(Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{child}"))
+            .arg(format!("oci:{}:c", copy.display())));
+        assert_eq!(validate(&copy)[0].digest, *want);
+    }
+    // kiln pulls the platform it is asked for.
+    let pulled = t.path().join("pulled");
+    let out = ok(k(t.path())
+        .args(["pull", "--platform", "linux/arm64", &dest, "--out"])
+        .arg(format!("oci:{}:p", pulled.display())));
+    assert_eq!(stdout(&out), arm);
+}

@@ -53,8 +53,18 @@ pub fn push(a: PushArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
         }
     }
     let src = ImageRef::parse(&a.src)?;
-    let image = kiln::store::open(&src, None)?;
-    let report = registry::push(&image, &dest, &a.tags)?;
+    // A layout tag that names an index is pushed whole: children, then the index.
+    let multi = match &src {
+        ImageRef::Oci { dir, tag } => kiln::store::layout::read_multi(dir, tag.as_deref())?,
+        _ => None,
+    };
+    let report = match multi {
+        Some(m) => registry::push_index(&m, &dest, &a.tags)?,
+        None => {
+            let image = kiln::store::open(&src, None)?;
+            registry::push(&image, &dest, &a.tags)?
+        }
+    };
     if json {
         let mut v = serde_json::to_value(&report)?;
         v["destination"] = dest.to_string().into();

@@ -172,6 +172,41 @@ fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>> {
 
 /// Reads the image tagged `tag` (or the only image) from a layout.
 pub fn read(dir: &Path, tag: Option<&str>, platform: Option<&Platform>) -> Result<Image> {
+    let desc = entry(dir, tag)?;
+    read_manifest(dir, &desc, platform)
+}
+
+/// A multi-platform image as stored: the index bytes and every child image.
+pub struct MultiImage {
+    pub index_bytes: Vec<u8>,
+    pub media_type: String,
+    pub children: Vec<Image>,
+}
+
+/// When `tag` names an index, reads it and all its children (for pushing
+/// the whole set); `None` when it names a single image.
+pub fn read_multi(dir: &Path, tag: Option<&str>) -> Result<Option<MultiImage>> {
+    let desc = entry(dir, tag)?;
+    if desc.media_type != oci::MEDIA_TYPE_INDEX && desc.media_type != oci::MEDIA_TYPE_DOCKER_LIST {
+        return Ok(None);
+    }
+    let index_bytes = read_blob(dir, &desc)?;
+    let index: Index = serde_json::from_slice(&index_bytes)
+        .map_err(|e| Error::format(format!("index {}", desc.digest), e.to_string()))?;
+    let children = index
+        .manifests
+        .iter()
+        .map(|d| read_manifest(dir, d, None))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(MultiImage {
+        index_bytes,
+        media_type: desc.media_type,
+        children,
+    }))
+}
+
+/// The index.json entry named by `tag` (or the only one).
+fn entry(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
     let location = format!("oci:{}", dir.display());
     let index = read_index(dir)?.ok_or_else(|| Error::NotFound {
         what: "index.json".into(),
@@ -221,7 +256,7 @@ pub fn read(dir: &Path, tag: Option<&str>, platform: Option<&Platform>) -> Resul
             }
         },
     };
-    read_manifest(dir, desc, platform)
+    Ok(desc.clone())
 }
 
 fn read_manifest(dir: &Path, desc: &Descriptor, platform: Option<&Platform>) -> Result<Image> {

@@ -196,6 +196,49 @@ async fn push_async(image: &Image, dest: &RegistryRef, extra_tags: &[String]) ->
     Ok(report)
 }
 
+/// Pushes a multi-platform image: every child by digest first, then the
+/// index bytes exactly as stored, under the tags.
+pub fn push_index(
+    multi: &crate::store::layout::MultiImage,
+    dest: &RegistryRef,
+    extra_tags: &[String],
+) -> Result<PushReport> {
+    let rt = crate::store::daemon::runtime()?;
+    rt.block_on(async {
+        let mut total = PushReport {
+            digest: Digest::of(&multi.index_bytes).to_string(),
+            ..Default::default()
+        };
+        let by_digest = RegistryRef {
+            tag: None,
+            digest: None,
+            ..dest.clone()
+        };
+        for child in &multi.children {
+            // No tag: pushed by digest, so nothing points at it until the index does.
+            let r = push_async(child, &by_digest, &[]).await?;
+            total.uploaded += r.uploaded;
+            total.skipped += r.skipped;
+            total.mounted += r.mounted;
+            total.bytes_uploaded += r.bytes_uploaded;
+        }
+        let client = Client::connect(dest, &options()).await?;
+        let scopes = vec![client::scope(&dest.repository, "pull,push")];
+        let mut tags: Vec<String> = dest.tag.iter().cloned().collect();
+        tags.extend(extra_tags.iter().cloned());
+        let digest = Digest::of(&multi.index_bytes);
+        if tags.is_empty() {
+            tags.push(digest.to_string());
+        }
+        let body = Bytes::copy_from_slice(&multi.index_bytes);
+        for t in &tags {
+            put_manifest(&client, &dest.repository, &scopes, t, &multi.media_type, &body, &digest).await?;
+        }
+        total.requests = client.stats.snapshot();
+        Ok(total)
+    })
+}
+
 /// PUTs manifest bytes exactly as hashed and checks the registry agrees on the digest.
 async fn put_manifest(
     client: &Client,
