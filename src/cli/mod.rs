@@ -21,7 +21,7 @@ pub struct Cli {
     /// Print results as JSON on stdout (implies no progress bars).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Reach this registry (HOST[:PORT]) over plain HTTP; loopback registries always are. Repeatable.
+    /// Allow plain HTTP to this registry (HOST[:PORT]) when it does not answer HTTPS; loopback ones always may. Repeatable.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     pub insecure_registry: Vec<String>,
     /// Registry user name (with --password-stdin); overrides docker's config.json.
