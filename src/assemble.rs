@@ -146,13 +146,13 @@ pub fn parse_argv(what: &'static str, values: &[String]) -> Result<Option<Vec<St
 /// layout, so the blob can be hardlinked into place instead of copied), else
 /// the system's temp directory.
 pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress: &Progress) -> Result<Image> {
-    let (mut config, mut layers, base_annotations) = match &spec.base {
+    let (mut config, mut layers) = match &spec.base {
         ImageRef::Scratch => {
             let mut c = image::scratch_config(&spec.platform, spec.layer.timestamp);
             let rc = c.config.get_or_insert_with(RuntimeConfig::default);
             rc.env.push(DEFAULT_PATH.into());
             rc.user = Some(DEFAULT_USER.into());
-            (c, Vec::new(), BTreeMap::new())
+            (c, Vec::new())
         }
         other => {
             let base = crate::store::open(other, Some(&spec.platform))?;
@@ -167,7 +167,7 @@ pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress
                     ),
                 ));
             }
-            (base.config().clone(), base.layers().to_vec(), BTreeMap::new())
+            (base.config().clone(), base.layers().to_vec())
         }
     };
 
@@ -229,5 +229,5 @@ pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress
     if let Some(s) = &spec.stop_signal {
         rc.stop_signal = Some(s.clone());
     }
-    Image::new(config, layers, base_annotations)
+    Image::new(config, layers, BTreeMap::new())
 }

@@ -845,8 +845,11 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             timings.push(("assemble", t.elapsed().as_secs_f64()));
             // Into the cache, so the next identical build skips the engine
             // (not a deliberately varied one: that is verify's to judge).
-            if plan.variation.is_some() {
-            } else if let Err(e) = crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image) {
+            let stored = match plan.variation {
+                Some(_) => Ok(()),
+                None => crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image),
+            };
+            if let Err(e) = stored {
                 eprintln!(
                     "kiln: warning: could not store the build in the cache {} ({e})",
                     cache.display()

@@ -114,13 +114,7 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
         gid,
         compression: Compression::parse(&a.compression)?,
     };
-    // Parse every output before any work, so a typo costs nothing.
-    let outs = a
-        .outs
-        .iter()
-        .map(|o| ImageRef::parse(o))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sinks = outs.iter().map(kiln::store::sink_for).collect::<Result<Vec<_>, _>>()?;
+    let (outs, sinks) = kiln::store::outputs(&a.outs)?;
 
     // Stage the new layer inside an existing output layout: the finished blob
     // is then hardlinked into blobs/ rather than copied.

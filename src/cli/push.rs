@@ -89,12 +89,7 @@ pub fn push(a: PushArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
 pub fn pull(a: PullArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
     let r = registry_ref(&a.image)?;
     let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
-    let outs = a
-        .outs
-        .iter()
-        .map(|o| ImageRef::parse(o))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sinks = outs.iter().map(kiln::store::sink_for).collect::<Result<Vec<_>, _>>()?;
+    let (outs, sinks) = kiln::store::outputs(&a.outs)?;
     let image = registry::pull(&r, platform.as_ref())?;
     for s in &sinks {
         s.put(&image)?;

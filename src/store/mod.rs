@@ -38,6 +38,17 @@ pub fn sink_for(r: &ImageRef) -> Result<Box<dyn Sink>> {
     })
 }
 
+/// Opened sinks, one per output reference.
+pub type Sinks = Vec<Box<dyn Sink>>;
+
+/// Parses output references and opens a sink for each, before any work is
+/// done, so a typo in the last `--out` costs nothing.
+pub fn outputs(refs: &[String]) -> Result<(Vec<ImageRef>, Sinks)> {
+    let outs = refs.iter().map(|o| ImageRef::parse(o)).collect::<Result<Vec<_>>>()?;
+    let sinks = outs.iter().map(sink_for).collect::<Result<Vec<_>>>()?;
+    Ok((outs, sinks))
+}
+
 /// Reads the image a reference names. `platform` picks from an index.
 pub fn open(r: &ImageRef, platform: Option<&crate::oci::Platform>) -> Result<Image> {
     match r {

@@ -369,7 +369,7 @@ fn text_diff(a: &[u8], b: &[u8]) -> String {
     out.join("\n")
 }
 
-fn compare_recs(path: &str, a: &Rec, b: &Rec) -> Vec<Field> {
+fn compare_recs(a: &Rec, b: &Rec) -> Vec<Field> {
     let mut f = Vec::new();
     let mut push = |name: &str, x: String, y: String| {
         if x != y {
@@ -380,7 +380,6 @@ fn compare_recs(path: &str, a: &Rec, b: &Rec) -> Vec<Field> {
             });
         }
     };
-    let _ = path;
     push("type", a.kind.clone(), b.kind.clone());
     push("mode", format!("{:04o}", a.mode), format!("{:04o}", b.mode));
     push("owner", format!("{}:{}", a.uid, a.gid), format!("{}:{}", b.uid, b.gid));
@@ -446,6 +445,8 @@ pub fn diff(a: &Image, b: &Image) -> Result<Report> {
                 _ => {}
             }
         }
+        // A second pass keeps the bytes of only the differing ELF and text
+        // files: reading twice keeps memory bounded for large layers.
         let (ka, kb) = if keep.is_empty() {
             (BTreeMap::new(), BTreeMap::new())
         } else {
@@ -464,7 +465,7 @@ pub fn diff(a: &Image, b: &Image) -> Result<Report> {
                     ..Default::default()
                 },
                 (Some(u), Some(v)) => {
-                    let fields = compare_recs(p, u, v);
+                    let fields = compare_recs(u, v);
                     if fields.is_empty() {
                         continue;
                     }

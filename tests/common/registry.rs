@@ -39,7 +39,7 @@ impl Drop for TestRegistry {
     }
 }
 
-fn start(dir: tempfile::TempDir, config: String, port: u16, tls: bool) -> (Child, tempfile::TempDir) {
+fn start(dir: tempfile::TempDir, config: String, port: u16) -> (Child, tempfile::TempDir) {
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, config).unwrap();
     let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -59,7 +59,6 @@ fn start(dir: tempfile::TempDir, config: String, port: u16, tls: bool) -> (Child
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = tls;
     (child, dir)
 }
 
@@ -78,7 +77,7 @@ pub fn plain() -> TestRegistry {
         "version: 0.1\nlog:\n  level: warn\n{}http:\n  addr: 127.0.0.1:{port}\n",
         storage(dir.path())
     );
-    let (child, dir) = start(dir, config, port, false);
+    let (child, dir) = start(dir, config, port);
     TestRegistry {
         addr: format!("127.0.0.1:{port}"),
         certs_dir: None,
@@ -129,7 +128,7 @@ pub fn tls_basic(user: &str, password: &str) -> TestRegistry {
     let addr = format!("127.0.0.1:{port}");
     std::fs::create_dir_all(certs.join(&addr)).unwrap();
     std::fs::copy(&ca, certs.join(&addr).join("ca.crt")).unwrap();
-    let (child, dir) = start(dir, config, port, true);
+    let (child, dir) = start(dir, config, port);
     TestRegistry {
         addr,
         certs_dir: Some(certs),
@@ -157,7 +156,7 @@ pub fn token(user: &str, password: &str, refresh: &str) -> TestRegistry {
         ts.port,
         dir.path().join("token.crt").display()
     );
-    let (child, dir) = start(dir, config, port, false);
+    let (child, dir) = start(dir, config, port);
     TestRegistry {
         addr: format!("127.0.0.1:{port}"),
         certs_dir: None,
