@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::context::Context;
 use crate::image::{self, Image, Layer};
 use crate::layer::{self, AddSpec, LayerOptions, Tree};
 use crate::oci::{Empty, Platform, RuntimeConfig};
-use crate::progress::Progress;
 use crate::reference::ImageRef;
+use crate::settings::{Port, Signal, User};
 use crate::{Error, Result};
 
 /// The default user of images kiln makes: non-root (distroless' `nonroot`).
@@ -29,11 +30,11 @@ pub struct AssembleSpec {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
-    pub user: Option<String>,
+    pub user: Option<User>,
     pub workdir: Option<String>,
     pub labels: Vec<(String, String)>,
-    pub ports: Vec<String>,
-    pub stop_signal: Option<String>,
+    pub ports: Vec<Port>,
+    pub stop_signal: Option<Signal>,
     pub layer: LayerOptions,
 }
 
@@ -70,66 +71,6 @@ pub fn parse_key_value(what: &'static str, s: &str) -> Result<(String, String)> 
     }
 }
 
-/// Normalizes `PORT[/PROTO]` to `PORT/proto`.
-pub fn parse_port(s: &str) -> Result<String> {
-    let bad = || {
-        Error::invalid(
-            "--expose",
-            s,
-            "expected PORT or PORT/tcp|udp|sctp with PORT in 1..65535, e.g. 8080 or 53/udp",
-        )
-    };
-    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-    let p: u16 = port.parse().map_err(|_| bad())?;
-    if p == 0 || !["tcp", "udp", "sctp"].contains(&proto) {
-        return Err(bad());
-    }
-    Ok(format!("{p}/{proto}"))
-}
-
-/// Checks `UID[:GID]` or `NAME[:GROUP]`.
-pub fn check_user(s: &str) -> Result<()> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && (p.bytes().all(|b| b.is_ascii_digit())
-                || (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0] == b'_')
-                    && p.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b)))
-    };
-    let ok = match s.split_once(':') {
-        Some((u, g)) => part_ok(u) && part_ok(g),
-        None => part_ok(s),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "--user",
-            s,
-            "expected UID[:GID] or NAME[:GROUP], e.g. 65532:65532",
-        ))
-    }
-}
-
-/// Checks a stop signal: `SIGTERM`-style names or a number.
-pub fn check_signal(s: &str) -> Result<()> {
-    let named = s.strip_prefix("SIG").is_some_and(|r| {
-        !r.is_empty()
-            && r.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-')
-    });
-    let numeric = s.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n));
-    if named || numeric {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "--stop-signal",
-            s,
-            "expected a signal name like SIGTERM or a number 1..64",
-        ))
-    }
-}
-
 /// Parses an argv option: a JSON array (`["/app","--flag"]`) or one string.
 pub fn parse_argv(what: &'static str, values: &[String]) -> Result<Option<Vec<String>>> {
     match values {
@@ -145,7 +86,8 @@ pub fn parse_argv(what: &'static str, values: &[String]) -> Result<Option<Vec<St
 /// alive by the returned image: inside `staging` when given (an output
 /// layout, so the blob can be hardlinked into place instead of copied), else
 /// the system's temp directory.
-pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress: &Progress) -> Result<Image> {
+pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::Path>) -> Result<Image> {
+    let progress = &ctx.progress;
     let (mut config, mut layers) = match &spec.base {
         ImageRef::Scratch => {
             let mut c = image::scratch_config(&spec.platform, spec.layer.timestamp);
@@ -155,7 +97,7 @@ pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress
             (c, Vec::new())
         }
         other => {
-            let base = crate::store::open(other, Some(&spec.platform))?;
+            let base = crate::store::open(ctx, other, Some(&spec.platform))?;
             let bp = base.platform();
             if bp.os != spec.platform.os || bp.architecture != spec.platform.architecture {
                 return Err(Error::invalid(
@@ -215,7 +157,7 @@ pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress
         rc.env.push(format!("{k}={v}"));
     }
     if let Some(u) = &spec.user {
-        rc.user = Some(u.clone());
+        rc.user = Some(u.to_string());
     }
     if let Some(w) = &spec.workdir {
         rc.working_dir = Some(w.clone());
@@ -224,10 +166,10 @@ pub fn assemble(spec: &AssembleSpec, staging: Option<&std::path::Path>, progress
         rc.labels.insert(k.clone(), v.clone());
     }
     for p in &spec.ports {
-        rc.exposed_ports.insert(p.clone(), Empty {});
+        rc.exposed_ports.insert(p.to_string(), Empty {});
     }
     if let Some(s) = &spec.stop_signal {
-        rc.stop_signal = Some(s.clone());
+        rc.stop_signal = Some(s.to_string());
     }
     Image::new(config, layers, BTreeMap::new())
 }

@@ -20,6 +20,11 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// A digest from its 32 raw bytes (a finished SHA-256).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
     /// The 64 hex characters, without the algorithm.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::layer::LayerInfo;
-use crate::oci::{self, Descriptor, History, ImageConfig, Manifest, Platform, RootFs, RuntimeConfig, canonical_json};
+use crate::oci::{
+    self, Descriptor, History, ImageConfig, Index, Manifest, Platform, RootFs, RuntimeConfig, canonical_json,
+};
 use crate::time::Timestamp;
 use crate::{Error, Result};
 
@@ -48,12 +50,15 @@ pub struct VerifiedFileBlob {
     pub path: PathBuf,
     pub offset: u64,
     pub descriptor: Descriptor,
+    /// Keeps a temporary file (e.g. an engine export) alive as long as the
+    /// image refers to it.
+    pub keep: Option<Arc<tempfile::TempPath>>,
 }
 
 impl BlobSource for VerifiedFileBlob {
     fn open(&self) -> Result<Box<dyn Read + Send>> {
         use std::io::{Seek, SeekFrom};
-        let mut f = File::open(&self.path).map_err(Error::read(&self.path))?;
+        let mut f = open_regular(&self.path)?;
         f.seek(SeekFrom::Start(self.offset)).map_err(Error::read(&self.path))?;
         let what = format!("blob {}", self.descriptor.digest);
         Ok(Box::new(VerifyingReader::new(
@@ -63,6 +68,26 @@ impl BlobSource for VerifiedFileBlob {
             what,
         )))
     }
+}
+
+/// Opens a file for reading without following a final symlink, and only if
+/// it is a regular file: a blob planted as a link to /dev/zero or a FIFO
+/// must not become an endless read.
+pub fn open_regular(path: &std::path::Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(Error::read(path))?;
+    let meta = f.metadata().map_err(Error::read(path))?;
+    if !meta.is_file() {
+        return Err(Error::format(
+            path.display().to_string(),
+            "not a regular file (a symlink, device or FIFO where a blob or index was expected)",
+        ));
+    }
+    Ok(f)
 }
 
 /// One layer of an image.
@@ -220,6 +245,90 @@ impl Image {
         self.manifest_bytes.len() as u64
             + self.config_bytes.len() as u64
             + self.layers.iter().map(|l| l.descriptor.size).sum::<u64>()
+    }
+}
+
+/// A multi-platform image (or any index) as stored: the exact index bytes,
+/// and each child it names, in order.
+#[derive(Debug, Clone)]
+pub struct ImageIndex {
+    index: Index,
+    bytes: Arc<[u8]>,
+    media_type: String,
+    digest: Digest,
+    children: Vec<AnyImage>,
+}
+
+/// What a reference names: one image, or an index of images (or indexes).
+// Few of these exist at once and they are moved rarely: boxing the image
+// would cost every caller a deref for no measurable gain.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum AnyImage {
+    Image(Image),
+    Index(ImageIndex),
+}
+
+impl AnyImage {
+    /// The digest of the manifest or index.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            AnyImage::Image(i) => i.digest(),
+            AnyImage::Index(i) => i.digest(),
+        }
+    }
+}
+
+impl ImageIndex {
+    /// An index read from elsewhere, keeping its exact bytes. Checks that
+    /// the children are the ones its descriptors name, in order.
+    pub fn from_parts(bytes: Vec<u8>, media_type: String, children: Vec<AnyImage>) -> Result<Self> {
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| Error::format("image index", format!("not an index: {e}")))?;
+        if index.manifests.len() != children.len()
+            || index
+                .manifests
+                .iter()
+                .zip(&children)
+                .any(|(d, c)| &d.digest != c.digest())
+        {
+            return Err(Error::format(
+                "image index",
+                "its children do not match the descriptors it lists",
+            ));
+        }
+        Ok(ImageIndex {
+            digest: Digest::of(&bytes),
+            index,
+            bytes: bytes.into(),
+            media_type,
+            children,
+        })
+    }
+
+    /// The index digest: its identity.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    /// The exact index bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// The parsed index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    /// Its media type (OCI index or Docker manifest list).
+    pub fn media_type(&self) -> &str {
+        &self.media_type
+    }
+    /// The children, in the index's order.
+    pub fn children(&self) -> &[AnyImage] {
+        &self.children
+    }
+    /// A descriptor of the index itself.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(self.media_type.clone(), self.digest.clone(), self.bytes.len() as u64)
     }
 }
 

@@ -5,6 +5,7 @@
 //! for scan, diff, verify); 2 usage error or failure (bad input, I/O,
 //! engine); 130 interrupted (Ctrl-C), after cleaning up.
 
+#[macro_use]
 mod cli;
 
 use std::process::ExitCode;
@@ -12,11 +13,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Like any Unix tool: `kiln scan … | head` ends quietly instead of panicking.
-    // SAFETY: setting a signal disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a registry or engine closing a
+    // socket mid-write must surface as an error kiln can retry or report,
+    // not kill it. A closed stdout is handled where results are printed.
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),

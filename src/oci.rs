@@ -2,6 +2,23 @@
 //! them. Maps are BTreeMaps and JSON goes through [`canonical_json`], so the
 //! bytes depend only on the values. Absent and null are different bytes:
 //! optional fields are skipped when empty, on purpose.
+//!
+//! Why not the `oci-spec` crate (measured against 0.10.0, issue 9): through
+//! [`canonical_json`] its types give the same bytes as these for everything
+//! kiln writes (the golden image's index.json, manifest and config, and
+//! synthetic manifests, configs and indexes), so its HashMaps (oci-spec-rs
+//! issue 249) are not the obstacle. It costs clarity: private fields behind
+//! derive_builder/getset turn literals into builders whose missing required
+//! fields fail at run time, and edits into clone/modify/set (assemble's
+//! 29-line config edit becomes 41); `Option<Vec>`/HashMap fields need
+//! empty-vs-absent and ordering handled by hand; diff_ids are untyped
+//! strings beside a second Digest type; `ImageConfiguration::default()` fills
+//! in the host's architecture. It also changes bytes kiln re-serializes from a
+//! base: `armbe` becomes `arm64be`, platform `os.version`/`os.features`
+//! become `os_version`/`os_features`, and derived configs would keep
+//! `"empty_layer":false` and empty `{}`/`[]` (new digests for images built
+//! on a base). Neither keeps unknown fields, so foreign documents are kept
+//! as the bytes read.
 
 use std::collections::BTreeMap;
 

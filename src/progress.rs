@@ -1,5 +1,7 @@
-//! Progress reporting on stderr with indicatif. Hidden with `--quiet`,
-//! `--json`, or when stderr is not a terminal; results go to stdout.
+//! Progress reporting and warnings on stderr with indicatif. Hidden with
+//! `--quiet`, `--json`, or when stderr is not a terminal; results go to
+//! stdout. This is the library's one way to talk to the user while it works:
+//! nothing else in the library prints.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -45,6 +47,22 @@ impl Progress {
         bar.set_message(message.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
+    }
+
+    /// A warning the user should see (hidden by `--quiet`/`--json`).
+    pub fn warn(&self, message: &str) {
+        if self.show {
+            eprintln!("kiln: warning: {}", crate::text::escape_controls(message));
+        }
+    }
+
+    /// A line the user asked for explicitly (`--verbose`, `--debug-registry`):
+    /// shown even when progress is hidden, above any bar that is drawing.
+    pub fn echo(&self, bar: Option<&ProgressBar>, line: &str) {
+        match bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
 
     fn target(&self) -> ProgressDrawTarget {

@@ -20,14 +20,6 @@ impl Timestamp {
         })
     }
 
-    /// SOURCE_DATE_EPOCH from the environment, else 0.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => Self::parse(&v),
-            _ => Ok(Timestamp(0)),
-        }
-    }
-
     /// RFC 3339 in UTC with a `Z` suffix, e.g. `1970-01-01T00:00:00Z`.
     pub fn rfc3339(self) -> String {
         let secs = self.0;

@@ -456,7 +456,11 @@ fn a_wrong_digest_from_the_registry_fails_the_pull_and_stores_nothing() {
     let reg = registry::plain();
     let t = tempfile::tempdir().unwrap();
     let (src, _) = make_image(t.path(), "bad", "corrupt-me", 100_000);
-    ok(k(t.path()).args(["push", &src, &format!("{}/kiln/bad:v1", reg.addr)]));
+    let manifest = stdout(&ok(k(t.path()).args([
+        "push",
+        &src,
+        &format!("{}/kiln/bad:v1", reg.addr),
+    ])));
     let proxy = FaultProxy::start(&reg.addr, |m, p| {
         (m == "GET" && p.contains("/blobs/")).then_some(Fault::Corrupt)
     });
@@ -476,7 +480,16 @@ fn a_wrong_digest_from_the_registry_fails_the_pull_and_stores_nothing() {
     let stored: Vec<_> = fs::read_dir(&store)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(stored.is_empty(), "nothing stored in the content store: {stored:?}");
+    // The manifest (served intact, verified against its digest) is kept;
+    // no blob that failed verification is.
+    let manifest_hex = manifest.strip_prefix("sha256:").unwrap().to_string();
+    assert_eq!(
+        stored,
+        vec![std::ffi::OsString::from(&manifest_hex)],
+        "only the verified manifest is in the content store"
+    );
+    let bytes = fs::read(store.join(&manifest_hex)).unwrap();
+    assert_eq!(sha256_hex(&bytes), manifest_hex);
 }
 
 #[test]

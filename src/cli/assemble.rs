@@ -4,8 +4,9 @@ use anyhow::Context;
 use kiln::assemble::{self, AssembleSpec};
 use kiln::layer::{AddSpec, Compression, LayerOptions};
 use kiln::oci::Platform;
-use kiln::progress::Progress;
 use kiln::reference::ImageRef;
+use kiln::settings::{Port, Signal, User};
+use kiln::store::Sink as _;
 use kiln::time::Timestamp;
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +52,8 @@ pub struct Args {
     #[arg(long, default_value = "0:0", value_name = "UID:GID")]
     owner: String,
     /// The one timestamp (seconds since 1970) for mtimes and `created`.
-    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    /// [default: $SOURCE_DATE_EPOCH, else 0]
+    #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<String>,
     /// Where to write: oci:DIR[:TAG], docker-archive:FILE[:NAME[:TAG]],
     /// docker-daemon:NAME[:TAG]. Repeatable.
@@ -59,15 +61,38 @@ pub struct Args {
     outs: Vec<String>,
 }
 
-pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Result<u8> {
+/// What `kiln assemble --json` prints.
+#[derive(serde::Serialize)]
+struct Report {
+    digest: String,
+    config: String,
+    platform: String,
+    size: u64,
+    layers: Vec<LayerReport>,
+    outputs: Vec<String>,
+    seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct LayerReport {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+}
+
+pub fn run(ctx: &kiln::context::Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
+    let progress = &ctx.progress;
     let started = std::time::Instant::now();
     let platform = match &a.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
+    // --source-date-epoch, else SOURCE_DATE_EPOCH (read once, in the context), else 0.
     let timestamp = match a.source_date_epoch.as_deref() {
         Some(v) if !v.is_empty() => Timestamp::parse(v)?,
-        _ => Timestamp(0),
+        _ => ctx.timestamp.unwrap_or_default(),
     };
     let (uid, gid) = a
         .owner
@@ -92,11 +117,10 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
     spec.ports = a
         .expose
         .iter()
-        .map(|s| assemble::parse_port(s))
+        .map(|s| Port::parse(s, "--expose"))
         .collect::<Result<_, _>>()?;
     if let Some(u) = &a.user {
-        assemble::check_user(u)?;
-        spec.user = Some(u.clone());
+        spec.user = Some(User::parse(u, "--user")?);
     }
     if let Some(w) = &a.workdir {
         if !w.starts_with('/') {
@@ -105,8 +129,7 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
         spec.workdir = Some(w.clone());
     }
     if let Some(s) = &a.stop_signal {
-        assemble::check_signal(s)?;
-        spec.stop_signal = Some(s.clone());
+        spec.stop_signal = Some(Signal::parse(s, "--stop-signal")?);
     }
     spec.layer = LayerOptions {
         timestamp,
@@ -114,39 +137,47 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &Progress) -> anyhow::Res
         gid,
         compression: Compression::parse(&a.compression)?,
     };
-    let (outs, sinks) = kiln::store::outputs(&a.outs)?;
+    let outputs = kiln::store::Outputs::parse(ctx, &a.outs)?;
+    let outs = outputs.refs().to_vec();
 
-    // Stage the new layer inside an existing output layout: the finished blob
-    // is then hardlinked into blobs/ rather than copied.
+    // Stage the new layer inside an existing output layout's blobs/ (never
+    // its root): the finished blob is then hardlinked into place, not copied.
     let staging = outs.iter().find_map(|o| match o {
-        ImageRef::Oci { dir, .. } if dir.is_dir() => Some(dir.as_path()),
+        ImageRef::Oci { dir, .. } if dir.join("blobs").is_dir() => Some(dir.join("blobs")),
         _ => None,
     });
-    let image = assemble::assemble(&spec, staging, progress)?;
-    for (r, sink) in outs.iter().zip(&sinks) {
-        let sp = progress.spinner(&format!("writing {r}"));
-        sink.put(&image).with_context(|| format!("writing {r}"))?;
-        sp.finish_and_clear();
-    }
+    let image = assemble::assemble(ctx, &spec, staging.as_deref())?;
+    let sp = progress.spinner("writing");
+    outputs.put(&image).with_context(|| {
+        format!(
+            "writing {}",
+            outs.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    sp.finish_and_clear();
     let digest = image.digest().to_string();
     if json {
-        let v = serde_json::json!({
-            "digest": digest,
-            "config": image.manifest().config.digest.to_string(),
-            "platform": image.platform().to_string(),
-            "size": image.total_size(),
-            "layers": image.layers().iter().map(|l| serde_json::json!({
-                "digest": l.descriptor.digest.to_string(),
-                "diff_id": l.diff_id.to_string(),
-                "size": l.descriptor.size,
-                "mediaType": l.descriptor.media_type,
-            })).collect::<Vec<_>>(),
-            "outputs": outs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let report = Report {
+            digest,
+            config: image.manifest().config.digest.to_string(),
+            platform: image.platform().to_string(),
+            size: image.total_size(),
+            layers: image
+                .layers()
+                .iter()
+                .map(|l| LayerReport {
+                    digest: l.descriptor.digest.to_string(),
+                    diff_id: l.diff_id.to_string(),
+                    size: l.descriptor.size,
+                    media_type: l.descriptor.media_type.clone(),
+                })
+                .collect(),
+            outputs: outs.iter().map(|o| o.to_string()).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{digest}");
+        outln!("{digest}");
         if !quiet {
             for o in &outs {
                 eprintln!("wrote {o}");

@@ -1,7 +1,5 @@
 //! `kiln inspect`: manifest, config and layers of any readable image.
 
-use std::io::Read;
-
 use kiln::image::Image;
 use kiln::reference::ImageRef;
 
@@ -15,9 +13,9 @@ pub struct Args {
     files: bool,
 }
 
-pub fn run(a: Args, json: bool) -> anyhow::Result<u8> {
+pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {
     let r = ImageRef::parse(&a.image)?;
-    let image = kiln::store::open(&r, None)?;
+    let image = kiln::store::open(ctx, &r, None)?;
     let files = if a.files {
         Some(
             image
@@ -30,31 +28,55 @@ pub fn run(a: Args, json: bool) -> anyhow::Result<u8> {
         None
     };
     if json {
-        let mut v = serde_json::json!({
-            "reference": r.to_string(),
-            "digest": image.digest().to_string(),
-            "mediaType": image.manifest().media_type,
-            "manifest": serde_json::from_slice::<serde_json::Value>(image.manifest_bytes())?,
-            "config": serde_json::from_slice::<serde_json::Value>(image.config_bytes())?,
-            "layers": image.layers().iter().enumerate().map(|(i, l)| {
-                let mut o = serde_json::json!({
-                    "digest": l.descriptor.digest.to_string(),
-                    "diff_id": l.diff_id.to_string(),
-                    "size": l.descriptor.size,
-                    "mediaType": l.descriptor.media_type,
-                });
-                if let Some(f) = &files {
-                    o["files"] = serde_json::to_value(&f[i]).expect("serializable");
-                }
-                o
-            }).collect::<Vec<_>>(),
-        });
-        v["size"] = image.total_size().into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let report = Report {
+            reference: r.to_string(),
+            digest: image.digest().to_string(),
+            media_type: image.manifest().media_type.clone(),
+            manifest: serde_json::from_slice(image.manifest_bytes())?,
+            config: serde_json::from_slice(image.config_bytes())?,
+            layers: image
+                .layers()
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LayerReport {
+                    digest: l.descriptor.digest.to_string(),
+                    diff_id: l.diff_id.to_string(),
+                    size: l.descriptor.size,
+                    media_type: l.descriptor.media_type.clone(),
+                    files: files.as_ref().map(|f| &f[i][..]),
+                })
+                .collect(),
+            size: image.total_size(),
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
     print_human(&r, &image, files.as_deref());
     Ok(0)
+}
+
+/// What `kiln inspect --json` prints.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    reference: String,
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifest: serde_json::Value,
+    config: serde_json::Value,
+    layers: Vec<LayerReport<'a>>,
+    size: u64,
+}
+
+#[derive(serde::Serialize)]
+struct LayerReport<'a> {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<&'a [FileEntry]>,
 }
 
 #[derive(serde::Serialize)]
@@ -71,47 +93,22 @@ struct FileEntry {
 }
 
 fn list_files(layer: &kiln::image::Layer) -> anyhow::Result<Vec<FileEntry>> {
-    let raw = layer.source.open()?;
-    let mut r = std::io::BufReader::new(raw);
-    let mut magic = [0u8; 4];
-    let reader: Box<dyn Read> = {
-        use std::io::BufRead;
-        let buf = r.fill_buf()?;
-        magic[..buf.len().min(4)].copy_from_slice(&buf[..buf.len().min(4)]);
-        if magic[..2] == [0x1f, 0x8b] {
-            Box::new(flate2::read::GzDecoder::new(r))
-        } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
-        } else {
-            Box::new(r)
-        }
-    };
-    let mut ar = tar::Archive::new(reader);
+    use kiln::layer::read;
     let mut out = Vec::new();
-    for e in ar.entries()? {
-        let e = e?;
-        let h = e.header();
-        let kind = match h.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => "file",
-            tar::EntryType::Directory => "dir",
-            tar::EntryType::Symlink => "symlink",
-            tar::EntryType::Link => "hardlink",
-            tar::EntryType::Char => "char",
-            tar::EntryType::Block => "block",
-            tar::EntryType::Fifo => "fifo",
-            _ => "other",
-        };
+    let what = format!("layer {}", layer.descriptor.digest);
+    read::layer_entries(layer, &read::Limits::default(), &what, |m, _| {
         out.push(FileEntry {
-            path: e.path()?.to_string_lossy().trim_end_matches('/').to_string(),
-            kind,
-            mode: format!("{:04o}", h.mode()? & 0o7777),
-            uid: h.uid()?,
-            gid: h.gid()?,
-            size: h.size()?,
-            mtime: h.mtime()?,
-            link: e.link_name()?.map(|l| l.to_string_lossy().into_owned()),
+            path: m.path.trim_start_matches("./").trim_end_matches('/').to_string(),
+            kind: m.kind.name(),
+            mode: format!("{:04o}", m.mode),
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            mtime: m.mtime,
+            link: m.link.clone(),
         });
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -131,61 +128,64 @@ fn human_size(n: u64) -> String {
 }
 
 fn print_human(r: &ImageRef, image: &Image, files: Option<&[Vec<FileEntry>]>) {
+    // Env, labels, paths and links come from the image: never raw escape
+    // sequences on the terminal.
+    let esc = |s: &str| kiln::text::escape_controls(s).into_owned();
     let c = image.config();
-    println!("{r}");
-    println!("  digest      {}", image.digest());
-    println!("  platform    {}", image.platform());
-    println!("  created     {}", c.created.as_deref().unwrap_or("-"));
-    println!(
+    outln!("{r}");
+    outln!("  digest      {}", image.digest());
+    outln!("  platform    {}", image.platform());
+    outln!("  created     {}", c.created.as_deref().unwrap_or("-"));
+    outln!(
         "  config      {} ({} bytes)",
         image.manifest().config.digest,
         image.config_bytes().len()
     );
-    println!("  size        {}", human_size(image.total_size()));
+    outln!("  size        {}", human_size(image.total_size()));
     if let Some(rc) = &c.config {
         let argv = |v: &Option<Vec<String>>| {
             v.as_ref()
                 .map(|v| serde_json::to_string(v).expect("strings"))
                 .unwrap_or_else(|| "-".into())
         };
-        println!("  entrypoint  {}", argv(&rc.entrypoint));
-        println!("  cmd         {}", argv(&rc.cmd));
-        println!("  user        {}", rc.user.as_deref().unwrap_or("- (root)"));
-        println!("  workdir     {}", rc.working_dir.as_deref().unwrap_or("-"));
+        outln!("  entrypoint  {}", argv(&rc.entrypoint));
+        outln!("  cmd         {}", argv(&rc.cmd));
+        outln!("  user        {}", esc(rc.user.as_deref().unwrap_or("- (root)")));
+        outln!("  workdir     {}", esc(rc.working_dir.as_deref().unwrap_or("-")));
         for e in &rc.env {
-            println!("  env         {e}");
+            outln!("  env         {}", esc(e));
         }
         for p in rc.exposed_ports.keys() {
-            println!("  expose      {p}");
+            outln!("  expose      {}", esc(p));
         }
         for (k, v) in &rc.labels {
-            println!("  label       {k}={v}");
+            outln!("  label       {}={}", esc(k), esc(v));
         }
         if let Some(s) = &rc.stop_signal {
-            println!("  stop signal {s}");
+            outln!("  stop signal {}", esc(s));
         }
     }
-    println!("  layers      {}", image.layers().len());
+    outln!("  layers      {}", image.layers().len());
     for (i, l) in image.layers().iter().enumerate() {
-        println!(
+        outln!(
             "    {:>2}  {}  {:>9}  {}",
             i + 1,
             l.descriptor.digest,
             human_size(l.descriptor.size),
             l.descriptor.media_type
         );
-        println!("        diff_id {}", l.diff_id);
+        outln!("        diff_id {}", l.diff_id);
         if let Some(files) = files {
             for f in &files[i] {
-                let link = f.link.as_ref().map(|l| format!(" -> {l}")).unwrap_or_default();
-                println!(
+                let link = f.link.as_ref().map(|l| format!(" -> {}", esc(l))).unwrap_or_default();
+                outln!(
                     "        {} {:>4} {:>5}:{:<5} {:>10}  /{}{}",
                     &f.kind[..1],
                     f.mode,
                     f.uid,
                     f.gid,
                     f.size,
-                    f.path,
+                    esc(&f.path),
                     link
                 );
             }

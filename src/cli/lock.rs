@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use kiln::build::{self, BuildRequest};
+use kiln::builder::{BuildRequest, pin, resolve};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,21 +14,29 @@ pub struct Args {
     update: bool,
 }
 
-pub fn run(a: Args, json: bool) -> anyhow::Result<u8> {
+pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {
     let req = BuildRequest {
         project: a.project.clone(),
+        timestamp: ctx.timestamp,
         ..Default::default()
     };
-    let (mut plan, builder_ref) = build::plan(&req)?;
-    let state = build::pin(&mut plan, builder_ref.as_deref(), false, a.update)?;
+    let (mut plan, builder_ref) = resolve::resolve(&req)?;
+    let state = pin::pin(ctx, &mut plan, builder_ref.as_deref(), false, a.update)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "lock": state, "builder": plan.builder }))?
-        );
+        /// What `kiln lock --json` prints.
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            lock: kiln::builder::LockState,
+            builder: &'a Option<kiln::builder::PinnedImage>,
+        }
+        let report = Report {
+            lock: state,
+            builder: &plan.builder,
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if let Some(b) = &plan.builder {
-            println!("builder {} -> {}", b.reference, b.digest);
+            outln!("builder {} -> {}", b.reference, b.digest);
         }
         eprintln!("kiln.lock: {state}");
     }

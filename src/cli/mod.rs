@@ -1,10 +1,45 @@
 //! Command-line types (clap) and dispatch. Each subcommand lives in its own
 //! file and turns its arguments into library calls; no logic lives here.
 
+/// Writes a result line to stdout. A reader that went away (`kiln … | head`)
+/// ends kiln quietly with success, like any Unix filter: SIGPIPE stays
+/// ignored (a registry closing a connection must not kill kiln), so the
+/// broken pipe arrives here as an error instead.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
+/// A write to stdout failed: a closed pipe ends kiln quietly, anything
+/// else is reported.
+pub fn stdout_failed(e: std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("kiln: error: writing to standard output: {e}");
+    std::process::exit(2);
+}
+
 mod assemble;
 mod build;
+mod diff;
 mod inspect;
 mod lock;
+mod pull;
 mod push;
 pub mod scan;
 mod verify;
@@ -53,22 +88,54 @@ pub enum Command {
     /// Check that an image will start: libraries, symbol versions, interpreter, user, CA bundle.
     Scan(scan::Args),
     /// Rebuild under deliberate variation and prove the bytes are identical, or explain why not.
-    Verify(verify::VerifyArgs),
+    Verify(verify::Args),
     /// Compare two images top-down and explain every difference.
-    Diff(verify::DiffArgs),
+    Diff(diff::Args),
     /// Push an image to a registry.
-    Push(push::PushArgs),
+    Push(push::Args),
     /// Pull an image from a registry, verifying every blob.
-    Pull(push::PullArgs),
+    Pull(pull::Args),
 }
 
-/// Runs the command; returns the exit code.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The one place kiln reads its environment: flags and variables become the
+/// library's explicit [`kiln::context::Context`].
+fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
+    use kiln::store::registry::{Options, RetryPolicy, auth};
     let progress = kiln::progress::Progress::new(cli.quiet || cli.json);
-    let mut opts = kiln::store::registry::Options {
+    let home = env("HOME");
+    let mut retry = RetryPolicy::default();
+    if let Some(ms) = env("KILN_RETRY_BASE_MS") {
+        retry.base = std::time::Duration::from_millis(
+            ms.parse()
+                .map_err(|_| kiln::Error::invalid("KILN_RETRY_BASE_MS", ms.as_str(), "expected milliseconds"))?,
+        );
+    }
+    let certs_dirs = match env("KILN_CERTS_DIR") {
+        Some(v) => v.split(':').filter(|s| !s.is_empty()).map(Into::into).collect(),
+        None => {
+            let mut d: Vec<std::path::PathBuf> = vec!["/etc/docker/certs.d".into(), "/etc/containers/certs.d".into()];
+            if let Some(h) = &home {
+                d.push(std::path::PathBuf::from(h).join(".config/kiln/certs.d"));
+            }
+            d
+        }
+    };
+    let docker_config = match (env("DOCKER_CONFIG"), &home) {
+        (Some(d), _) => Some(std::path::PathBuf::from(d).join("config.json")),
+        (None, Some(h)) => Some(std::path::PathBuf::from(h).join(".docker/config.json")),
+        (None, None) => None,
+    };
+    let mut registry = Options {
         insecure: cli.insecure_registry.clone(),
         chunk_size: cli.chunk_size,
         verbose: cli.debug_registry,
+        retry,
+        certs_dirs,
+        docker_config,
         ..Default::default()
     };
     if let Some(user) = &cli.username {
@@ -80,28 +147,57 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 "--password-stdin: nothing on standard input; pipe the password in, e.g. `cat pw | kiln ... --password-stdin`"
             );
         }
-        opts.credentials = Some(kiln::store::registry::auth::Credentials::Basic {
+        registry.credentials = Some(auth::Credentials::Basic {
             username: user.clone(),
-            password: kiln::store::registry::auth::Secret::new(password),
+            password: auth::Secret::new(password),
         });
     } else if cli.password_stdin {
         anyhow::bail!("--password-stdin needs --username");
     }
-    if let Some(cs) = cli.chunk_size
-        && cs == 0
-    {
+    if cli.chunk_size == Some(0) {
         anyhow::bail!("--chunk-size must be at least 1 byte");
     }
-    kiln::store::registry::set_options(opts);
+    let timestamp = env("SOURCE_DATE_EPOCH")
+        .map(|v| kiln::time::Timestamp::parse(&v))
+        .transpose()?;
+    let proxy_env = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    let cache = kiln::cache::Cache::from_env(
+        env("KILN_CACHE_DIR").as_deref(),
+        env("XDG_CACHE_HOME").as_deref(),
+        home.as_deref(),
+    )?;
+    Ok(kiln::context::Context {
+        registry,
+        cache,
+        progress,
+        timestamp,
+        proxy_env,
+    })
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let ctx = context(&cli)?;
+    let (json, quiet) = (cli.json, cli.quiet);
     match cli.command {
-        Command::Assemble(a) => assemble::run(*a, cli.json, cli.quiet, &progress),
-        Command::Build(a) => build::run(*a, cli.json, cli.quiet, &progress),
-        Command::Lock(a) => lock::run(a, cli.json),
-        Command::Inspect(a) => inspect::run(a, cli.json),
-        Command::Scan(a) => scan::run(a, cli.json, cli.quiet, &progress),
-        Command::Verify(a) => verify::verify(a, cli.json, &progress),
-        Command::Diff(a) => verify::diff(a, cli.json),
-        Command::Push(a) => push::push(a, cli.json, cli.quiet),
-        Command::Pull(a) => push::pull(a, cli.json, cli.quiet),
+        Command::Assemble(a) => assemble::run(&ctx, *a, json, quiet),
+        Command::Build(a) => build::run(&ctx, *a, json, quiet),
+        Command::Lock(a) => lock::run(&ctx, a, json),
+        Command::Inspect(a) => inspect::run(&ctx, a, json),
+        Command::Scan(a) => scan::run(&ctx, a, json, quiet),
+        Command::Verify(a) => verify::run(&ctx, a, json),
+        Command::Diff(a) => diff::run(&ctx, a, json),
+        Command::Push(a) => push::run(&ctx, a, json, quiet),
+        Command::Pull(a) => pull::run(&ctx, a, json, quiet),
     }
 }

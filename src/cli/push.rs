@@ -1,12 +1,13 @@
-//! `kiln push SRC DEST` and `kiln pull REF --out REF`: move images between
-//! any source and a registry, with the credentials people already have.
+//! `kiln push SRC DEST`: an image (or a whole index) from any source to a
+//! registry, with the credentials people already have.
 
-use kiln::reference::ImageRef;
-use kiln::store::registry::{self, RegistryRef};
+use kiln::context::Context;
+use kiln::reference::{ImageRef, RegistryRef};
+use kiln::store::registry;
 
 #[derive(Debug, clap::Args)]
-pub struct PushArgs {
-    /// The image to push: oci:DIR[:TAG], docker-archive:FILE, or a registry reference.
+pub struct Args {
+    /// The image to push: oci:DIR[:TAG], docker-archive:FILE, docker-daemon:NAME, or a registry reference.
     #[arg(value_name = "SRC")]
     src: String,
     /// Where: HOST[:PORT]/REPO[:TAG].
@@ -17,24 +18,12 @@ pub struct PushArgs {
     tags: Vec<String>,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct PullArgs {
-    /// HOST[:PORT]/REPO[:TAG][@DIGEST].
-    #[arg(value_name = "REF")]
-    image: String,
-    /// Where to write it (oci:DIR[:TAG], docker-archive:FILE, docker-daemon:NAME).
-    #[arg(long = "out", value_name = "REF", required = true)]
-    outs: Vec<String>,
-    /// Platform to pick from a multi-platform image [default: the host's].
-    #[arg(long, value_name = "OS/ARCH")]
-    platform: Option<String>,
-}
-
-fn registry_ref(s: &str) -> anyhow::Result<RegistryRef> {
+/// A registry reference, or an error that says where else to write.
+pub fn registry_ref(what: &'static str, s: &str) -> anyhow::Result<RegistryRef> {
     match ImageRef::parse(s)? {
         ImageRef::Registry(r) => Ok(r),
         other => Err(kiln::Error::invalid(
-            "destination",
+            what,
             other.to_string(),
             "push goes to a registry: HOST[:PORT]/REPO[:TAG]; to write elsewhere use kiln assemble --from SRC --out REF",
         )
@@ -42,9 +31,9 @@ fn registry_ref(s: &str) -> anyhow::Result<RegistryRef> {
     }
 }
 
-pub fn push(a: PushArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
+pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let dest = registry_ref(&a.dest)?;
+    let dest = registry_ref("destination", &a.dest)?;
     for t in &a.tags {
         if !kiln::reference::valid_tag(t) {
             return Err(
@@ -52,26 +41,26 @@ pub fn push(a: PushArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
             );
         }
     }
-    let src = ImageRef::parse(&a.src)?;
-    // A layout tag that names an index is pushed whole: children, then the index.
-    let multi = match &src {
-        ImageRef::Oci { dir, tag } => kiln::store::layout::read_multi(dir, tag.as_deref())?,
-        _ => None,
-    };
-    let report = match multi {
-        Some(m) => registry::push_index(&m, &dest, &a.tags)?,
-        None => {
-            let image = kiln::store::open(&src, None)?;
-            registry::push(&image, &dest, &a.tags)?
-        }
-    };
+    // A tag that names an index is pushed whole: children, then the index.
+    let what = kiln::store::open_any(ctx, &ImageRef::parse(&a.src)?)?;
+    let report = registry::push_any(ctx, &what, &dest, &a.tags)?;
     if json {
-        let mut v = serde_json::to_value(&report)?;
-        v["destination"] = dest.to_string().into();
-        v["seconds"] = started.elapsed().as_secs_f64().into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        /// What `kiln push --json` prints: the push report, where, how long.
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            #[serde(flatten)]
+            push: &'a registry::PushReport,
+            destination: String,
+            seconds: f64,
+        }
+        let out = Report {
+            push: &report,
+            destination: dest.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{}", report.digest);
+        outln!("{}", report.digest);
         if !quiet {
             eprintln!(
                 "pushed {dest}: {} blobs uploaded ({} bytes), {} already there, {} mounted, in {:.1}s",
@@ -81,35 +70,6 @@ pub fn push(a: PushArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
                 report.mounted,
                 started.elapsed().as_secs_f64()
             );
-        }
-    }
-    Ok(0)
-}
-
-pub fn pull(a: PullArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
-    let r = registry_ref(&a.image)?;
-    let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
-    let (outs, sinks) = kiln::store::outputs(&a.outs)?;
-    let image = registry::pull(&r, platform.as_ref())?;
-    for s in &sinks {
-        s.put(&image)?;
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "digest": image.digest().to_string(),
-                "platform": image.platform().to_string(),
-                "size": image.total_size(),
-                "outputs": outs.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-            }))?
-        );
-    } else {
-        println!("{}", image.digest());
-        if !quiet {
-            for o in &outs {
-                eprintln!("wrote {o}");
-            }
         }
     }
     Ok(0)

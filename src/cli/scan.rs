@@ -16,15 +16,15 @@ pub struct Args {
     platform: Option<String>,
 }
 
-pub fn run(a: Args, json: bool, quiet: bool, progress: &kiln::progress::Progress) -> anyhow::Result<u8> {
+pub fn run(ctx: &kiln::context::Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
     let r = ImageRef::parse(&a.image)?;
     let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
-    let sp = progress.spinner(&format!("scanning {r}"));
-    let image = kiln::store::open(&r, platform.as_ref())?;
+    let sp = ctx.progress.spinner(&format!("scanning {r}"));
+    let image = kiln::store::open(ctx, &r, platform.as_ref())?;
     let report = scan::scan(&image, scan::Options { all: a.all })?;
     sp.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&r.to_string(), &report, quiet, false);
     }
@@ -35,11 +35,7 @@ pub fn run(a: Args, json: bool, quiet: bool, progress: &kiln::progress::Progress
 /// command's result on stdout is something else, like build's digest).
 pub fn print_report(name: &str, report: &Report, quiet: bool, stderr: bool) {
     let out = |line: String| {
-        if stderr {
-            eprintln!("{line}")
-        } else {
-            println!("{line}")
-        }
+        if stderr { eprintln!("{line}") } else { outln!("{line}") }
     };
     if report.findings.is_empty() {
         if !quiet {

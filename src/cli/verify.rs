@@ -1,23 +1,13 @@
-//! `kiln diff A B` and `kiln verify`: prove byte-identical rebuilds, explain differences.
-//! Exit codes: 0 identical, 1 different, 2 error.
+//! `kiln verify`: rebuild under variation and prove the bytes identical, or
+//! explain the difference. Exit codes: 0 identical, 1 different, 2 error.
 
 use std::path::PathBuf;
 
 use kiln::reference::ImageRef;
-use kiln::verify::{self, diff};
+use kiln::verify::{self, Vary, diff};
 
 #[derive(Debug, clap::Args)]
-pub struct DiffArgs {
-    /// First image (oci:, docker-archive:, registry reference).
-    #[arg(value_name = "A")]
-    a: String,
-    /// Second image.
-    #[arg(value_name = "B")]
-    b: String,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub struct Args {
     /// The project directory.
     #[arg(long, default_value = ".", value_name = "DIR")]
     project: PathBuf,
@@ -28,44 +18,42 @@ pub struct VerifyArgs {
     /// Compare with this image (e.g. the one CI published) instead of a first build.
     #[arg(long, value_name = "REF")]
     against: Option<String>,
-    /// What to vary, comma-separated: path, env, hostname, jobs, umask, cache [default: all].
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    vary: Vec<String>,
+    /// What to vary, comma-separated [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    vary: Vec<VaryArg>,
     /// Builder image, overriding [build] builder.
     #[arg(long, value_name = "REF")]
     builder: Option<String>,
 }
 
-pub fn diff(a: DiffArgs, json: bool) -> anyhow::Result<u8> {
-    let ra = ImageRef::parse(&a.a)?;
-    let rb = ImageRef::parse(&a.b)?;
-    let ia = kiln::store::open(&ra, None)?;
-    let ib = kiln::store::open(&rb, None)?;
-    let report = diff::diff(&ia, &ib)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", diff::render(&report));
+/// `--vary`: the library's [`Vary`], offered to clap with its own names
+/// and help (one list, kept in the library).
+#[derive(Debug, Clone, Copy)]
+pub struct VaryArg(Vary);
+
+impl clap::ValueEnum for VaryArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [VaryArg; 6] = [
+            VaryArg(Vary::ALL[0]),
+            VaryArg(Vary::ALL[1]),
+            VaryArg(Vary::ALL[2]),
+            VaryArg(Vary::ALL[3]),
+            VaryArg(Vary::ALL[4]),
+            VaryArg(Vary::ALL[5]),
+        ];
+        &ALL
     }
-    Ok(if report.identical { 0 } else { 1 })
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.0.help()))
+    }
 }
 
-pub fn verify(a: VerifyArgs, json: bool, progress: &kiln::progress::Progress) -> anyhow::Result<u8> {
-    let vary = if a.vary.is_empty() {
-        verify::ALL_VARIATIONS.iter().map(|s| s.to_string()).collect()
+pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {
+    let vary: Vec<Vary> = if a.vary.is_empty() {
+        Vary::ALL.to_vec()
     } else {
-        a.vary.clone()
+        a.vary.iter().map(|v| v.0).collect()
     };
-    for v in &vary {
-        if !verify::ALL_VARIATIONS.contains(&v.as_str()) {
-            return Err(kiln::Error::invalid(
-                "--vary",
-                v.as_str(),
-                format!("choose from {}", verify::ALL_VARIATIONS.join(", ")),
-            )
-            .into());
-        }
-    }
     if a.rebuilds == 0 {
         return Err(kiln::Error::invalid("--rebuilds", "0", "at least 1 rebuild").into());
     }
@@ -77,11 +65,11 @@ pub fn verify(a: VerifyArgs, json: bool, progress: &kiln::progress::Progress) ->
         vary,
         builder: a.builder,
     };
-    let report = verify::verify(&req, progress)?;
+    let report = verify::verify(ctx, &req)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "{}",
             if report.identical {
                 "identical"
@@ -89,20 +77,20 @@ pub fn verify(a: VerifyArgs, json: bool, progress: &kiln::progress::Progress) ->
                 "NOT reproducible"
             }
         );
-        println!("  reference: {}", report.reference);
+        outln!("  reference: {}", report.reference);
         for b in &report.builds {
-            println!("  {}: {}", b.label, b.digest);
+            outln!("  {}: {}", b.label, b.digest);
             for v in &b.variation {
-                println!("      {v}");
+                outln!("      {v}");
             }
         }
         for d in &report.differences {
-            println!("\n{} differs from the reference:", d.build);
+            outln!("\n{} differs from the reference:", d.build);
             for line in diff::render(&d.diff).lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
             for h in &d.hints {
-                println!("  hint: {h}");
+                outln!("  hint: {h}");
             }
         }
     }

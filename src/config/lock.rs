@@ -128,7 +128,7 @@ impl Lock {
 
     /// Writes the lock atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::store::write_atomic(path, self.render().as_bytes())
+        crate::store::blob::write_atomic(path, self.render().as_bytes())
     }
 }
 

@@ -3,6 +3,7 @@
 //! is written to a blob file. Nothing is read twice.
 
 pub mod compress;
+pub mod read;
 pub mod tar;
 pub mod tree;
 

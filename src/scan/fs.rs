@@ -4,6 +4,9 @@
 //! the checks need (ELF facts, the first bytes, small config files, marker
 //! strings) — never the content, never anything written to the host.
 //! Symlinks are resolved inside the image root, with loops detected.
+//!
+//! ~400 lines of code; the rest are its tests (hostile tars, whiteouts,
+//! links, fuzzing), kept beside the code they pin down.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -11,8 +14,10 @@ use std::sync::Arc;
 
 use memchr::memmem;
 
-use super::elf::{self, ElfError, ElfInfo};
+use crate::elf::{self, ElfError, ElfInfo};
 use crate::image::Image;
+use crate::layer::read::{self as layer_read, Kind};
+pub use crate::layer::read::{Limits, normalize};
 use crate::{Error, Result};
 
 /// What a regular file is, as far as the checks care.
@@ -33,7 +38,7 @@ pub struct FileFacts {
 
 /// A node of the final filesystem.
 #[derive(Debug, Clone)]
-pub enum Node {
+pub enum FsNode {
     Dir,
     File {
         mode: u32,
@@ -47,27 +52,8 @@ pub enum Node {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    node: Node,
+    node: FsNode,
     layer: usize,
-}
-
-/// Limits that keep hostile layers from exhausting memory or time.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_entries: usize,
-    pub max_path: usize,
-    /// Uncompressed bytes over all layers.
-    pub max_total: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_entries: 5_000_000,
-            max_path: 4096,
-            max_total: 1 << 40,
-        }
-    }
 }
 
 /// The final filesystem of an image.
@@ -79,35 +65,6 @@ pub struct View {
 /// Files whose whole text the checks read.
 fn wants_text(path: &str) -> bool {
     matches!(path, "etc/passwd" | "etc/group" | "etc/ld.so.conf") || path.starts_with("etc/ld.so.conf.d/")
-}
-
-/// Normalizes a path from a tar header or a link: relative to the root, no
-/// `.`/`..` (clamped at the root), no empty parts.
-pub fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in path.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
-/// Sniffs the compression of a layer blob from its first bytes.
-pub fn decompressor(r: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
-    let mut br = std::io::BufReader::with_capacity(256 * 1024, r);
-    let head = std::io::BufRead::fill_buf(&mut br)?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(br))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(br)?)
-    } else {
-        Box::new(br)
-    })
 }
 
 /// Bytes of an ELF's beginning kept in memory at most; tables further in
@@ -249,47 +206,23 @@ fn read_facts(path: &str, size: u64, r: &mut dyn Read) -> std::io::Result<FileFa
 
 impl View {
     /// Streams every layer of `image` once and builds the final view.
-    pub fn build(image: &Image, limits: Limits) -> Result<View> {
+    pub fn build(image: &Image, limits: &Limits) -> Result<View> {
         let mut view = View::default();
-        let mut total = 0u64;
         for (i, layer) in image.layers().iter().enumerate() {
             let what = format!("layer {} ({})", i + 1, layer.descriptor.digest);
             let raw = layer.source.open()?;
-            let r = decompressor(raw).map_err(|e| Error::format(&what, e.to_string()))?;
-            view.apply_layer(i, r, &what, limits, &mut total)?;
+            let mut r = layer_read::decompress(&layer.descriptor.media_type, raw)
+                .map_err(|e| Error::format(&what, e.to_string()))?;
+            view.apply_layer(i, &mut r, &what, limits)?;
         }
         Ok(view)
     }
 
     /// Applies one uncompressed tar stream as layer `idx`.
-    pub fn apply_layer(
-        &mut self,
-        idx: usize,
-        r: Box<dyn Read + Send>,
-        what: &str,
-        limits: Limits,
-        total: &mut u64,
-    ) -> Result<()> {
+    pub fn apply_layer(&mut self, idx: usize, r: &mut dyn Read, what: &str, limits: &Limits) -> Result<()> {
         let bad = |e: std::io::Error| Error::format(what, format!("unreadable tar: {e}"));
-        let mut ar = tar::Archive::new(r);
-        for e in ar.entries().map_err(bad)? {
-            let mut e = e.map_err(bad)?;
-            let raw_path = e.path_bytes().into_owned();
-            if raw_path.len() > limits.max_path {
-                return Err(Error::format(what, format!("a path of {} bytes", raw_path.len())));
-            }
-            let path = normalize(&String::from_utf8_lossy(&raw_path));
-            let size = e.header().size().unwrap_or(0);
-            *total = total.saturating_add(size);
-            if *total > limits.max_total {
-                return Err(Error::format(
-                    what,
-                    "more uncompressed data than the scan limit (a decompression bomb?)",
-                ));
-            }
-            if self.entries.len() > limits.max_entries {
-                return Err(Error::format(what, format!("more than {} files", limits.max_entries)));
-            }
+        layer_read::entries(r, limits, what, |m, data| {
+            let path = normalize(&m.path);
             let (dir, base) = match path.rsplit_once('/') {
                 Some((d, b)) => (d.to_string(), b.to_string()),
                 None => (String::new(), path.clone()),
@@ -297,7 +230,7 @@ impl View {
             if base == ".wh..wh..opq" {
                 // Opaque: what lower layers had below this directory is hidden.
                 self.remove_below(&dir, Some(idx));
-                continue;
+                return Ok(());
             }
             if let Some(hidden) = base.strip_prefix(".wh.") {
                 let target = if dir.is_empty() {
@@ -309,54 +242,41 @@ impl View {
                 if self.entries.get(&target).is_some_and(|x| x.layer < idx) {
                     self.entries.remove(&target);
                 }
-                continue;
+                return Ok(());
             }
             if path.is_empty() {
-                continue;
+                return Ok(());
             }
-            let et = e.header().entry_type();
-            let node = match et {
-                tar::EntryType::Directory => Node::Dir,
-                tar::EntryType::Symlink => {
-                    let t = e
-                        .link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
-                    Node::Symlink(t)
-                }
-                tar::EntryType::Link => {
-                    let t = e
-                        .link_name_bytes()
-                        .map(|b| normalize(&String::from_utf8_lossy(&b)))
-                        .unwrap_or_default();
+            let link = m.link.clone().unwrap_or_default();
+            let node = match m.kind {
+                Kind::Dir => FsNode::Dir,
+                Kind::Symlink => FsNode::Symlink(link),
+                Kind::Hardlink => {
+                    let t = normalize(&link);
                     match self.entries.get(&t) {
                         Some(x) => x.node.clone(),
                         // A hardlink to nothing: the engine would fail to apply this layer.
                         None => return Err(Error::format(what, format!("hardlink {path} points to missing {t}"))),
                     }
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mode = e.header().mode().unwrap_or(0o644) & 0o7777;
-                    let facts = read_facts(&path, size, &mut e).map_err(bad)?;
-                    Node::File {
-                        mode,
-                        size,
+                Kind::File => {
+                    let facts = read_facts(&path, m.size, data).map_err(bad)?;
+                    FsNode::File {
+                        mode: m.mode,
+                        size: m.size,
                         facts: Arc::new(facts),
                     }
                 }
-                tar::EntryType::XGlobalHeader
-                | tar::EntryType::XHeader
-                | tar::EntryType::GNULongName
-                | tar::EntryType::GNULongLink => continue,
-                _ => Node::Other,
+                _ => FsNode::Other,
             };
             // A non-directory replacing a directory hides what was below it.
-            if !matches!(node, Node::Dir) {
+            if !matches!(node, FsNode::Dir) {
                 self.remove_below(&path, None);
             }
             self.entries.insert(path, Entry { node, layer: idx });
-        }
-        Ok(())
+            Ok(())
+        })
+        .map(|_| ())
     }
 
     /// Removes entries strictly below `dir` (from layers before `before`, if given).
@@ -379,16 +299,16 @@ impl View {
     }
 
     /// The node at a normalized path, without following a final symlink.
-    pub fn lstat(&self, path: &str) -> Option<&Node> {
+    pub fn lstat(&self, path: &str) -> Option<&FsNode> {
         if path.is_empty() {
-            return Some(&Node::Dir);
+            return Some(&FsNode::Dir);
         }
         self.entries.get(path).map(|e| &e.node)
     }
 
     /// Follows symlinks (in every component) inside the image root.
     /// Returns the final path and node, or why not.
-    pub fn resolve(&self, path: &str) -> std::result::Result<(String, &Node), String> {
+    pub fn resolve(&self, path: &str) -> std::result::Result<(String, &FsNode), String> {
         let mut hops = 0;
         let mut pending: Vec<String> = normalize(path)
             .split('/')
@@ -405,7 +325,7 @@ impl View {
             done.push(part);
             let cur = done.join("/");
             match self.entries.get(&cur).map(|e| &e.node) {
-                Some(Node::Symlink(target)) => {
+                Some(FsNode::Symlink(target)) => {
                     hops += 1;
                     if hops > 40 {
                         return Err(format!("symlink loop at /{cur}"));
@@ -442,7 +362,7 @@ impl View {
     /// Every regular file path with ELF facts.
     pub fn elves(&self) -> impl Iterator<Item = (&str, &Arc<FileFacts>)> {
         self.entries.iter().filter_map(|(k, e)| match &e.node {
-            Node::File { facts, .. } if facts.elf.is_some() || facts.elf_error.is_some() => Some((k.as_str(), facts)),
+            FsNode::File { facts, .. } if facts.elf.is_some() || facts.elf_error.is_some() => Some((k.as_str(), facts)),
             _ => None,
         })
     }
@@ -450,7 +370,7 @@ impl View {
     /// Whole text of a small config file, following symlinks.
     pub fn text(&self, path: &str) -> Option<&str> {
         match self.resolve(path) {
-            Ok((_, Node::File { facts, .. })) => facts.text.as_deref(),
+            Ok((_, FsNode::File { facts, .. })) => facts.text.as_deref(),
             _ => None,
         }
     }
@@ -518,16 +438,9 @@ mod tests {
 
     fn view(layers: Vec<Vec<u8>>) -> View {
         let mut v = View::default();
-        let mut total = 0;
         for (i, l) in layers.into_iter().enumerate() {
-            v.apply_layer(
-                i,
-                Box::new(std::io::Cursor::new(l)),
-                "test",
-                Limits::default(),
-                &mut total,
-            )
-            .unwrap();
+            v.apply_layer(i, &mut std::io::Cursor::new(l), "test", &Limits::default())
+                .unwrap();
         }
         v
     }
@@ -611,7 +524,7 @@ mod tests {
         let v = view(vec![l]);
         assert!(v.lstat("etc/evil").is_some(), "`../` stays inside the view");
         match v.lstat("bin/sh2") {
-            Some(Node::File { facts, .. }) => assert!(facts.head.starts_with(b"#!")),
+            Some(FsNode::File { facts, .. }) => assert!(facts.head.starts_with(b"#!")),
             other => panic!("{other:?}"),
         }
         let bad = tar(&[(
@@ -622,9 +535,8 @@ mod tests {
             b"",
         )]);
         let mut v = View::default();
-        let mut t = 0;
         assert!(
-            v.apply_layer(0, Box::new(std::io::Cursor::new(bad)), "t", Limits::default(), &mut t)
+            v.apply_layer(0, &mut std::io::Cursor::new(bad), "t", &Limits::default())
                 .is_err()
         );
     }
@@ -679,10 +591,9 @@ mod tests {
             max_total: 16 << 20,
             ..Limits::default()
         };
-        let r = decompressor(Box::new(std::io::Cursor::new(compressed))).unwrap();
+        let mut r = layer_read::decompress("", Box::new(std::io::Cursor::new(compressed))).unwrap();
         let mut v = View::default();
-        let mut total = 0;
-        let err = v.apply_layer(0, r, "bomb layer", limits, &mut total).unwrap_err();
+        let err = v.apply_layer(0, &mut r, "bomb layer", &limits).unwrap_err();
         assert!(err.to_string().contains("decompression bomb"), "{err}");
     }
 
@@ -693,15 +604,14 @@ mod tests {
             ("a", EntryKind::Symlink { target: "b".into() }, b""),
         ]);
         let v = view(vec![l]);
-        assert!(matches!(v.lstat("a"), Some(Node::Symlink(_))));
+        assert!(matches!(v.lstat("a"), Some(FsNode::Symlink(_))));
     }
 
     proptest::proptest! {
         #[test]
         fn hostile_tar_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..8192)) {
             let mut v = View::default();
-            let mut total = 0;
-            let _ = v.apply_layer(0, Box::new(std::io::Cursor::new(bytes)), "fuzz", Limits::default(), &mut total);
+            let _ = v.apply_layer(0, &mut std::io::Cursor::new(bytes), "fuzz", &Limits::default());
         }
 
         #[test]
@@ -718,8 +628,7 @@ mod tests {
                 if i < base.len() { base[i] = b; }
             }
             let mut v = View::default();
-            let mut total = 0;
-            let _ = v.apply_layer(0, Box::new(std::io::Cursor::new(base)), "fuzz", Limits::default(), &mut total);
+            let _ = v.apply_layer(0, &mut std::io::Cursor::new(base), "fuzz", &Limits::default());
             let _ = v.resolve("lib/x/y");
         }
     }

@@ -4,8 +4,11 @@
 //! RPATH/LD_LIBRARY_PATH/RUNPATH/ld.so.conf/default dirs, symbol versions),
 //! static binaries that need NSS, `#!` interpreters, the user, and the CA
 //! bundle. Every finding says what is missing and a real next step.
+//!
+//! One file on purpose (~560 lines): the loader-faithful search order and the
+//! checks that use it are one algorithm; the filesystem view is in `fs`, the
+//! ELF reader in `crate::elf`.
 
-pub mod elf;
 pub mod fs;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -13,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::Serialize;
 
 use crate::Result;
+use crate::elf::{self, ElfInfo};
 use crate::image::Image;
-use elf::ElfInfo;
-use fs::{Node, View};
+use fs::{FsNode, View};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -186,7 +189,7 @@ impl Ctx<'_> {
     /// The ELF facts at a path (following symlinks), if it is an ELF.
     fn elf_at(&self, path: &str) -> Option<(String, std::sync::Arc<ElfInfo>)> {
         match self.view.resolve(path) {
-            Ok((real, Node::File { facts, .. })) => facts.elf.clone().map(|e| (real, e)),
+            Ok((real, FsNode::File { facts, .. })) => facts.elf.clone().map(|e| (real, e)),
             _ => None,
         }
     }
@@ -341,7 +344,7 @@ impl Ctx<'_> {
 
 /// Scans an image.
 pub fn scan(image: &Image, opts: Options) -> Result<Report> {
-    let view = View::build(image, fs::Limits::default())?;
+    let view = View::build(image, &fs::Limits::default())?;
     Ok(scan_view(image, &view, opts))
 }
 
@@ -394,7 +397,7 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
                 path_var.split(':').map(|d| format!("{d}/{prog}")).collect()
             };
             let found = candidates.iter().find_map(|c| match view.resolve(c) {
-                Ok((real, Node::File { mode, facts, .. })) => Some((c.clone(), real, *mode, facts.clone())),
+                Ok((real, FsNode::File { mode, facts, .. })) => Some((c.clone(), real, *mode, facts.clone())),
                 _ => None,
             });
             match found {
@@ -430,7 +433,7 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
                             .unwrap_or("")
                             .to_string();
                         match view.resolve(&interp) {
-                            Ok((ireal, Node::File { facts: ifacts, mode: imode, .. })) => {
+                            Ok((ireal, FsNode::File { facts: ifacts, mode: imode, .. })) => {
                                 if imode & 0o111 == 0 {
                                     ctx.add(Severity::Error, &shown, format!("its interpreter {interp} is not executable"), "fix the interpreter's mode");
                                 }
@@ -534,10 +537,10 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
         ];
         let has = bundles
             .iter()
-            .any(|b| matches!(view.resolve(b), Ok((_, Node::File { .. }))))
+            .any(|b| matches!(view.resolve(b), Ok((_, FsNode::File { .. }))))
             || env
                 .get("SSL_CERT_FILE")
-                .is_some_and(|f| matches!(view.resolve(f), Ok((_, Node::File { .. }))));
+                .is_some_and(|f| matches!(view.resolve(f), Ok((_, FsNode::File { .. }))));
         if !has {
             ctx.add(
                 Severity::Warning,

@@ -4,16 +4,17 @@
 //! both load it. Written to a temp file and renamed: never half a file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::Sink;
+use super::blob::BlobWriter;
+use super::read::{self, BlobFetch};
 use crate::digest::Digest;
-use crate::image::{Image, Layer, VerifiedFileBlob};
+use crate::image::{AnyImage, BlobSource, Image, Layer, VerifiedFileBlob, open_regular};
 use crate::layer::tar::{EntryHeader, EntryKind, TarWriter};
 use crate::oci::{self, Descriptor, Index, canonical_json};
 use crate::reference::DockerName;
@@ -47,33 +48,15 @@ impl ArchiveSink {
 
 impl Sink for ArchiveSink {
     fn put(&self, image: &Image) -> Result<()> {
-        let dir = match self.file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".kiln-tmp-")
-            .tempfile_in(dir)
-            .map_err(Error::write(&self.file))?;
-        let out = BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(Error::write(&self.file))?);
-        let out = write_archive(image, self.name.as_ref(), out).map_err(|e| match e {
+        let w = BlobWriter::create(&self.file)?;
+        let w = write_archive(image, self.name.as_ref(), w).map_err(|e| match e {
             Error::Io { source, .. } => Error::Write {
                 path: self.file.clone(),
                 source,
             },
             e => e,
         })?;
-        let f = out.into_inner().map_err(|e| Error::Write {
-            path: self.file.clone(),
-            source: e.into_error(),
-        })?;
-        super::make_readable(&f, &self.file)?;
-        f.sync_all().map_err(Error::write(&self.file))?;
-        tmp.persist(&self.file).map_err(|e| Error::Write {
-            path: self.file.clone(),
-            source: e.error,
-        })?;
-        Ok(())
+        w.commit(None).map(|_| ())
     }
 }
 
@@ -172,106 +155,230 @@ pub fn write_archive<W: Write>(image: &Image, name: Option<&DockerName>, out: W)
     tar.finish().map_err(io)
 }
 
-/// Reads an image from a docker-archive: the OCI layout inside when there is
-/// one, else Docker's manifest.json (as `docker save` writes it).
-pub fn read(file: &Path, platform: Option<&oci::Platform>) -> Result<Image> {
-    let entries = scan(file)?;
-    let location = format!("docker-archive:{}", file.display());
-    let read_member = |name: &str, max: u64| -> Result<Vec<u8>> {
-        let &(off, size) = entries.get(name).ok_or_else(|| Error::NotFound {
+/// A docker-archive's members: an OCI layout inside, or the `docker save`
+/// format of Engines before 25 (manifest.json, `<id>/layer.tar`, config
+/// `<hex>.json`), for which a manifest is derived once.
+pub struct ArchiveFetch {
+    file: PathBuf,
+    /// Member name → (data offset, size), regular files only.
+    members: HashMap<String, (u64, u64)>,
+    /// Blobs made here, not read from the file (the derived manifest).
+    derived: HashMap<Digest, Vec<u8>>,
+    /// Keeps a temporary archive (an engine export) alive.
+    keep: Option<Arc<tempfile::TempPath>>,
+}
+
+fn blob_member(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+impl ArchiveFetch {
+    /// Indexes the archive's members (one pass over the headers).
+    pub fn open(file: &Path) -> Result<Self> {
+        Ok(ArchiveFetch {
+            file: file.to_path_buf(),
+            members: scan(file)?,
+            derived: HashMap::new(),
+            keep: None,
+        })
+    }
+
+    fn member(&self, name: &str) -> Result<(u64, u64)> {
+        self.members.get(name).copied().ok_or_else(|| Error::NotFound {
             what: name.to_string(),
-            location: location.clone(),
+            location: self.location(),
             hint: String::new(),
-        })?;
+        })
+    }
+
+    fn read_member(&self, name: &str, max: u64) -> Result<Vec<u8>> {
+        let (off, size) = self.member(name)?;
         if size > max {
-            return Err(Error::format(&location, format!("{name} is larger than {max} bytes")));
+            return Err(Error::format(
+                self.location(),
+                format!("{name} is larger than {max} bytes"),
+            ));
         }
-        let mut f = File::open(file).map_err(Error::read(file))?;
-        f.seek(SeekFrom::Start(off)).map_err(Error::read(file))?;
-        let mut buf = vec![0u8; size as usize];
-        f.read_exact(&mut buf).map_err(Error::read(file))?;
+        let mut f = open_regular(&self.file)?;
+        f.seek(SeekFrom::Start(off)).map_err(Error::read(&self.file))?;
+        let mut buf = Vec::new();
+        f.take(size).read_to_end(&mut buf).map_err(Error::read(&self.file))?;
         Ok(buf)
-    };
-    const MAX_JSON: u64 = 16 << 20;
-    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
-    let (manifest_bytes, _) = if entries.contains_key("index.json") {
-        let index: Index = serde_json::from_slice(&read_member("index.json", MAX_JSON)?)
-            .map_err(|e| Error::format(&location, format!("index.json: {e}")))?;
-        let desc = index.manifests.first().ok_or_else(|| Error::NotFound {
-            what: "an image".into(),
-            location: location.clone(),
-            hint: " (index.json lists none)".into(),
-        })?;
-        let mut bytes = read_member(&blob(&desc.digest), MAX_JSON)?;
-        let mut d = desc.clone();
-        if desc.media_type == oci::MEDIA_TYPE_INDEX {
-            let inner: Index =
-                serde_json::from_slice(&bytes).map_err(|e| Error::format(&location, format!("index: {e}")))?;
-            let want = platform.cloned().unwrap_or_else(oci::Platform::host);
-            d = inner
-                .manifests
-                .into_iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.satisfies(&want)))
-                .ok_or_else(|| Error::NotFound {
-                    what: format!("an image for {want}"),
-                    location: location.clone(),
-                    hint: String::new(),
-                })?;
-            bytes = read_member(&blob(&d.digest), MAX_JSON)?;
-        }
-        if Digest::of(&bytes) != d.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest in {location}"),
-                expected: d.digest.to_string(),
-                found: Digest::of(&bytes).to_string(),
+    }
+
+    /// The root descriptor: the index.json entry named `name` (or the
+    /// first), else a manifest derived from Docker's manifest.json.
+    pub fn root(&mut self, name: Option<&DockerName>) -> Result<Descriptor> {
+        if self.members.contains_key("index.json") {
+            let index: Index = serde_json::from_slice(&self.read_member("index.json", read::MAX_JSON)?)
+                .map_err(|e| Error::format(self.location(), format!("index.json: {e}")))?;
+            let pick = match name {
+                Some(n) => index.manifests.iter().find(|d| {
+                    d.annotations.get(oci::ANNOTATION_CONTAINERD_NAME) == Some(&n.qualified())
+                        || d.annotations.get(oci::ANNOTATION_REF_NAME) == Some(&n.tag)
+                }),
+                None => index.manifests.first(),
+            };
+            return pick.cloned().ok_or_else(|| Error::NotFound {
+                what: name.map(|n| n.to_string()).unwrap_or_else(|| "an image".into()),
+                location: self.location(),
+                hint: " (in index.json)".into(),
             });
         }
-        (bytes, d)
-    } else {
-        return Err(Error::format(
-            &location,
-            "no index.json: only archives with an OCI layout inside (kiln's, or `docker save` from Engine 25+) are read",
-        ));
-    };
-    let manifest: oci::Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| Error::format(&location, format!("manifest: {e}")))?;
-    let config_bytes = read_member(&blob(&manifest.config.digest), MAX_JSON)?;
-    let config: oci::ImageConfig =
-        serde_json::from_slice(&config_bytes).map_err(|e| Error::format(&location, format!("config: {e}")))?;
-    let layers = manifest
-        .layers
-        .iter()
-        .zip(&config.rootfs.diff_ids)
-        .map(|(d, diff_id): (&Descriptor, &Digest)| {
-            let &(off, size) = entries.get(&blob(&d.digest)).ok_or_else(|| Error::NotFound {
-                what: format!("layer {}", d.digest),
-                location: location.clone(),
-                hint: String::new(),
-            })?;
-            if size != d.size {
-                return Err(Error::DigestMismatch {
-                    what: format!("layer {} in {location}", d.digest),
-                    expected: format!("{} bytes", d.size),
-                    found: format!("{size} bytes"),
-                });
+        if !self.members.contains_key("manifest.json") {
+            return Err(Error::format(
+                self.location(),
+                "neither index.json nor manifest.json: not a docker-archive (`docker save` output)",
+            ));
+        }
+        self.derive_manifest(name)
+    }
+
+    /// Engines before 25 write only manifest.json: the config and
+    /// uncompressed layer tars. kiln derives an OCI manifest from them (as
+    /// skopeo does), so the image's digest is that derived manifest's.
+    fn derive_manifest(&mut self, name: Option<&DockerName>) -> Result<Descriptor> {
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&self.read_member("manifest.json", read::MAX_JSON)?)
+                .map_err(|e| Error::format(self.location(), format!("manifest.json: {e}")))?;
+        let entry = match name {
+            Some(n) => entries.iter().find(|e| {
+                e.repo_tags
+                    .iter()
+                    .any(|t| DockerName::parse(t).is_ok_and(|t| t.qualified() == n.qualified()))
+            }),
+            None if entries.len() == 1 => entries.first(),
+            None => {
+                let names: Vec<&str> = entries
+                    .iter()
+                    .flat_map(|e| e.repo_tags.iter().map(String::as_str))
+                    .collect();
+                return Err(Error::invalid(
+                    "image reference",
+                    self.location(),
+                    format!(
+                        "the archive holds {} images; name one as docker-archive:FILE:NAME:TAG ({})",
+                        entries.len(),
+                        names.join(", ")
+                    ),
+                ));
             }
-            Ok(Layer {
-                descriptor: d.clone(),
-                diff_id: diff_id.clone(),
-                source: Arc::new(VerifiedFileBlob {
-                    path: file.to_path_buf(),
-                    offset: off,
-                    descriptor: d.clone(),
-                }),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Image::from_parts(manifest_bytes, config_bytes, layers)
+        }
+        .ok_or_else(|| Error::NotFound {
+            what: name.map(|n| n.to_string()).unwrap_or_default(),
+            location: self.location(),
+            hint: " (in manifest.json)".into(),
+        })?;
+        let config_bytes = self.read_member(&entry.config, read::MAX_JSON)?;
+        let config: oci::ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::format(self.location(), format!("{}: {e}", entry.config)))?;
+        if config.rootfs.diff_ids.len() != entry.layers.len() {
+            return Err(Error::format(
+                self.location(),
+                "manifest.json lists a different number of layers than the config's diff_ids",
+            ));
+        }
+        let config_desc = Descriptor::new(
+            oci::MEDIA_TYPE_CONFIG,
+            Digest::of(&config_bytes),
+            config_bytes.len() as u64,
+        );
+        let mut layers = Vec::new();
+        for (name, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
+            let (off, size) = self.member(name)?;
+            // Layers are uncompressed tars whose digest is the diff_id
+            // (checked whenever they are read); a compressed one is hashed.
+            let mut head = [0u8; 2];
+            let mut f = open_regular(&self.file)?;
+            f.seek(SeekFrom::Start(off)).map_err(Error::read(&self.file))?;
+            let n = f.read(&mut head).map_err(Error::read(&self.file))?;
+            let d = if n == 2 && head == [0x1f, 0x8b] {
+                f.seek(SeekFrom::Start(off)).map_err(Error::read(&self.file))?;
+                let mut h = crate::digest::HashingWriter::new(std::io::sink());
+                std::io::copy(&mut f.take(size), &mut h).map_err(Error::read(&self.file))?;
+                Descriptor::new(oci::MEDIA_TYPE_LAYER_GZIP, h.finish().1, size)
+            } else {
+                Descriptor::new(oci::MEDIA_TYPE_LAYER_TAR, diff_id.clone(), size)
+            };
+            self.members.insert(blob_member(&d.digest), (off, size));
+            layers.push(d);
+        }
+        self.members
+            .insert(blob_member(&config_desc.digest), self.member(&entry.config)?);
+        let manifest = oci::Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            config: config_desc,
+            layers,
+            annotations: Default::default(),
+        };
+        let bytes = canonical_json(&manifest);
+        let d = Descriptor::new(oci::MEDIA_TYPE_MANIFEST, Digest::of(&bytes), bytes.len() as u64);
+        self.derived.insert(d.digest.clone(), bytes);
+        Ok(d)
+    }
+}
+
+impl BlobFetch for ArchiveFetch {
+    fn location(&self) -> String {
+        format!("docker-archive:{}", self.file.display())
+    }
+
+    fn bytes(&self, d: &Descriptor, max: u64) -> Result<Vec<u8>> {
+        if let Some(b) = self.derived.get(&d.digest) {
+            return Ok(b.clone());
+        }
+        self.read_member(&blob_member(&d.digest), max + 1)
+    }
+
+    fn layer(&self, d: &Descriptor) -> Result<Arc<dyn BlobSource>> {
+        let (off, size) = self.member(&blob_member(&d.digest))?;
+        if size != d.size {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {} in {}", d.digest, self.location()),
+                expected: format!("{} bytes", d.size),
+                found: format!("{size} bytes"),
+            });
+        }
+        Ok(Arc::new(VerifiedFileBlob {
+            path: self.file.clone(),
+            offset: off,
+            descriptor: d.clone(),
+            keep: self.keep.clone(),
+        }))
+    }
+}
+
+/// Reads an image from a docker-archive (`platform` picks from an index).
+pub fn read(file: &Path, name: Option<&DockerName>, platform: Option<&oci::Platform>) -> Result<Image> {
+    let mut f = ArchiveFetch::open(file)?;
+    let root = f.root(name)?;
+    read::read_image(&f, &root, platform)
+}
+
+/// Reads what an archive holds, whole (an image or an index).
+pub fn read_any(file: &Path, name: Option<&DockerName>) -> Result<AnyImage> {
+    let mut f = ArchiveFetch::open(file)?;
+    let root = f.root(name)?;
+    read::read_any(&f, &root)
+}
+
+/// Reads an archive that must stay alive only as long as the image: the
+/// engine's export streamed to a temporary file.
+pub fn read_temporary(
+    file: tempfile::TempPath,
+    name: Option<&DockerName>,
+    platform: Option<&oci::Platform>,
+) -> Result<Image> {
+    let mut f = ArchiveFetch::open(&file)?;
+    f.keep = Some(Arc::new(file));
+    let root = f.root(name)?;
+    read::read_image(&f, &root, platform)
 }
 
 /// Member name → (data offset, size), for regular files.
 fn scan(file: &Path) -> Result<HashMap<String, (u64, u64)>> {
-    let f = File::open(file).map_err(Error::read(file))?;
+    let f = open_regular(file)?;
     let mut ar = tar::Archive::new(std::io::BufReader::new(f));
     let mut out = HashMap::new();
     let entries = ar.entries_with_seek().map_err(Error::read(file))?;

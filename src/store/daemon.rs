@@ -1,6 +1,9 @@
-//! The Docker engine as a sink (`docker-daemon:NAME:TAG`): the image is
-//! streamed to the engine's load endpoint as a docker-archive, then checked
-//! by asking the engine for the image ID, which must equal the config digest.
+//! The Docker engine (`docker-daemon:NAME[:TAG]`, DOCKER_HOST honoured).
+//! As a sink, the image is streamed to the engine's load endpoint as a
+//! docker-archive, then checked by asking the engine for the image ID, which
+//! must equal the config digest. As a source, the engine's export (`docker
+//! save`) is streamed to a temporary file and read as a docker-archive, in
+//! either format (Engines before 25 write no OCI layout).
 
 use std::time::Duration;
 
@@ -24,9 +27,7 @@ impl DaemonSink {
 /// Connects to the engine, with a timeout long enough for big loads.
 pub fn connect() -> Result<bollard::Docker> {
     let docker = bollard::Docker::connect_with_defaults().map_err(|e| Error::Engine {
-        message: format!(
-            "cannot connect ({e}); is dockerd running? check DOCKER_HOST or start the engine (scripts/dev-env.sh up)"
-        ),
+        message: format!("cannot connect ({e}); is dockerd running? check DOCKER_HOST or start the engine"),
     })?;
     Ok(docker.with_timeout(Duration::from_secs(3600)))
 }
@@ -40,6 +41,44 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
             context: "starting the async runtime".into(),
             source: e,
         })
+}
+
+/// Reads `name` from the engine: its export, streamed to a temporary file
+/// (bounded memory), read through the one read path.
+pub fn export(name: &DockerName, platform: Option<&crate::oci::Platform>) -> Result<Image> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-export-")
+        .tempfile()
+        .map_err(|e| Error::Io {
+            context: "creating a temporary file for the engine's export".into(),
+            source: e,
+        })?;
+    let (file, path) = tmp.into_parts();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let docker = connect()?;
+        docker
+            .inspect_image(&name.to_string())
+            .await
+            .map_err(|e| Error::NotFound {
+                what: format!("image {name}"),
+                location: "the Docker engine".into(),
+                hint: format!(" ({e}); `docker images` lists what it has"),
+            })?;
+        let mut s = docker.export_image(&name.to_string());
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| Error::Engine {
+                message: format!("exporting {name}: {e}"),
+            })?;
+            out.write_all(&chunk).map_err(Error::write(&path))?;
+        }
+        out.flush().map_err(Error::write(&path))
+    })?;
+    drop(out);
+    super::archive::read_temporary(path, Some(name), platform)
 }
 
 impl Sink for DaemonSink {
@@ -70,9 +109,7 @@ impl Sink for DaemonSink {
         let loaded: Result<()> = rt.block_on(async {
             let docker = connect()?;
             docker.ping().await.map_err(|e| Error::Engine {
-                message: format!(
-                    "the engine does not answer ({e}); start it (scripts/dev-env.sh up) or set DOCKER_HOST"
-                ),
+                message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
             })?;
             let stream =
                 futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });

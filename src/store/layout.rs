@@ -1,18 +1,26 @@
-//! OCI image layout directories (`oci:DIR[:TAG]`): blobs written atomically
-//! by digest, index.json replaced atomically under a lock, several tags in
-//! one layout; and reading back with every blob verified.
+//! OCI image layout directories (`oci:DIR[:TAG]`): blobs written through the
+//! one [`BlobWriter`] (staged under `blobs/`, renamed by digest), index.json
+//! replaced atomically under a lock, several tags in one layout; read back
+//! through the one read path with every blob verified.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::{Sink, copy_verified, write_atomic};
+use super::Sink;
+use super::blob::{BlobWriter, remove_stale};
+use super::read::{self, BlobFetch};
 use crate::digest::Digest;
-use crate::image::{BlobSource, Image, Layer, VerifiedFileBlob};
+use crate::image::{AnyImage, BlobSource, Image, ImageIndex, VerifiedFileBlob, open_regular};
 use crate::oci::{self, Descriptor, Index, Platform, canonical_json};
 use crate::{Error, Result};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Staging files older than this are a killed writer's and are removed.
+const STALE: Duration = Duration::from_secs(24 * 3600);
 
 /// Writes images into an OCI layout directory.
 pub struct LayoutSink {
@@ -20,8 +28,18 @@ pub struct LayoutSink {
     tag: Option<String>,
 }
 
+/// The files one write created, so a failed write removes only its own.
+#[derive(Default)]
+struct Created(Mutex<Vec<PathBuf>>);
+
+impl Created {
+    fn add(&self, p: PathBuf) {
+        self.0.lock().expect("created list").push(p);
+    }
+}
+
 impl LayoutSink {
-    /// A sink for `dir`, tagging the image `tag` when given.
+    /// A sink for `dir`, tagging what it writes `tag` when given.
     pub fn new(dir: &Path, tag: Option<String>) -> Self {
         LayoutSink {
             dir: dir.to_path_buf(),
@@ -29,27 +47,87 @@ impl LayoutSink {
         }
     }
 
-    fn put_inner(&self, image: &Image) -> Result<()> {
-        let blobs = self.dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(Error::write(&blobs))?;
+    /// Creates (or opens) the layout and runs `write` under its lock. A new
+    /// layout that fails is removed file by file: only what this writer
+    /// created, so a concurrent writer's work is never deleted.
+    fn with_lock(&self, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+        let created_dir = match fs::create_dir(&self.dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
+                true
+            }
+            Err(e) => {
+                return Err(Error::Write {
+                    path: self.dir.clone(),
+                    source: e,
+                });
+            }
+        };
+        let meta = fs::symlink_metadata(&self.dir).map_err(Error::write(&self.dir))?;
+        if !meta.is_dir() {
+            return Err(Error::Write {
+                path: self.dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory"),
+            });
+        }
         // One writer at a time updates index.json (a lock on the directory
-        // itself: no extra file in the layout); blobs are safe regardless.
+        // itself: no extra file in the layout). Checked under the lock, so
+        // two writers of a new layout agree on what is there.
         let lock = fs::File::open(&self.dir).map_err(Error::write(&self.dir))?;
         lock.lock().map_err(Error::write(&self.dir))?;
+        let layout_file = self.dir.join("oci-layout");
+        let foreign = fs::read_dir(&self.dir)
+            .map_err(Error::read(&self.dir))?
+            .flatten()
+            .any(|_| true)
+            && !layout_file.exists();
+        if foreign && !created_dir {
+            return Err(Error::invalid(
+                "output",
+                self.dir.display().to_string(),
+                "the directory is not empty and is not an OCI layout; choose an empty or new directory",
+            ));
+        }
+        let created = Created::default();
+        let r = self.write_locked(&created, write);
+        if r.is_err() && created_dir {
+            let mut files = created.0.into_inner().expect("created list");
+            files.reverse();
+            for f in files {
+                let _ = fs::remove_file(&f).or_else(|_| fs::remove_dir(&f));
+            }
+            let _ = fs::remove_dir(&self.dir);
+        }
+        drop(lock);
+        r
+    }
 
+    fn write_locked(&self, created: &Created, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+        let blobs = self.dir.join("blobs");
+        let sha = blobs.join("sha256");
+        for d in [&blobs, &sha] {
+            match fs::create_dir(d) {
+                Ok(()) => created.add(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::Write {
+                        path: d.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        remove_stale(&blobs, STALE);
         let layout_file = self.dir.join("oci-layout");
         if !layout_file.exists() {
-            write_atomic(&layout_file, OCI_LAYOUT)?;
+            put_file(&self.dir, &layout_file, OCI_LAYOUT)?;
+            created.add(layout_file);
         }
-        for layer in image.layers() {
-            put_blob(&self.dir, &layer.descriptor, layer.source.as_ref())?;
-        }
-        put_bytes(&self.dir, image.config_bytes())?;
-        put_bytes(&self.dir, image.manifest_bytes())?;
-
+        let mut desc = write(created)?;
         let index_path = self.dir.join("index.json");
         let mut index = read_index(&self.dir)?.unwrap_or_else(Index::empty);
-        let mut desc = image.manifest_descriptor();
         match &self.tag {
             Some(tag) => {
                 index
@@ -62,147 +140,178 @@ impl LayoutSink {
                 .retain(|d| d.digest != desc.digest || d.annotations.contains_key(oci::ANNOTATION_REF_NAME)),
         }
         index.manifests.push(desc);
-        write_atomic(&index_path, &canonical_json(&index))?;
-        drop(lock);
-        Ok(())
+        put_file(&self.dir, &index_path, &canonical_json(&index))
+    }
+
+    /// Writes an index and every child it names (by digest, untagged), then
+    /// tags the index.
+    pub fn put_index(&self, index: &ImageIndex) -> Result<()> {
+        self.with_lock(|created| {
+            put_any(&self.dir, &AnyImage::Index(index.clone()), created)?;
+            Ok(index.descriptor())
+        })
     }
 }
 
 impl Sink for LayoutSink {
     fn put(&self, image: &Image) -> Result<()> {
-        let existed = self.dir.exists();
-        if existed && !self.dir.is_dir() {
-            return Err(Error::Write {
-                path: self.dir.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory"),
-            });
-        }
-        if existed
-            && fs::read_dir(&self.dir)
-                .map_err(Error::read(&self.dir))?
-                .next()
-                .is_some()
-            && !self.dir.join("oci-layout").exists()
-        {
-            return Err(Error::invalid(
-                "output",
-                self.dir.display().to_string(),
-                "the directory is not empty and is not an OCI layout; choose an empty or new directory",
-            ));
-        }
-        let r = self.put_inner(image);
-        if r.is_err() && !existed {
-            // We made this directory: leave nothing behind.
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-        r
+        self.with_lock(|created| {
+            put_image(&self.dir, image, created)?;
+            Ok(image.manifest_descriptor())
+        })
     }
+}
+
+fn put_any(dir: &Path, a: &AnyImage, created: &Created) -> Result<()> {
+    match a {
+        AnyImage::Image(i) => put_image(dir, i, created),
+        AnyImage::Index(i) => {
+            for c in i.children() {
+                put_any(dir, c, created)?;
+            }
+            put_bytes(dir, i.bytes(), created)
+        }
+    }
+}
+
+fn put_image(dir: &Path, image: &Image, created: &Created) -> Result<()> {
+    for layer in image.layers() {
+        put_blob(dir, &layer.descriptor, layer.source.as_ref(), created)?;
+    }
+    put_bytes(dir, image.config_bytes(), created)?;
+    put_bytes(dir, image.manifest_bytes(), created)
+}
+
+/// index.json and oci-layout are staged under blobs/ too: a killed writer
+/// leaves nothing but blobs/ and those two files in the layout root.
+fn put_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut w = BlobWriter::create_in(&dir.join("blobs"), path)?;
+    w.write_all(bytes).map_err(Error::write(path))?;
+    w.commit(None).map(|_| ())
 }
 
 fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
     dir.join("blobs").join(d.algorithm()).join(d.hex())
 }
 
-fn put_bytes(dir: &Path, bytes: &[u8]) -> Result<()> {
-    let path = blob_path(dir, &Digest::of(bytes));
-    if fs::metadata(&path)
-        .map(|m| m.len() == bytes.len() as u64)
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    write_atomic(&path, bytes)
+fn have(path: &Path, size: u64) -> bool {
+    // Blobs are only ever created complete under their digest name, so an
+    // existing regular file of the right size is the right one.
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
 
-fn put_blob(dir: &Path, desc: &Descriptor, src: &dyn BlobSource) -> Result<()> {
+fn put_bytes(dir: &Path, bytes: &[u8], created: &Created) -> Result<()> {
+    let d = Descriptor::new("", Digest::of(bytes), bytes.len() as u64);
+    let path = blob_path(dir, &d.digest);
+    if have(&path, d.size) {
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut w = BlobWriter::create_in(&dir.join("blobs"), &path)?;
+    w.write_all(bytes).map_err(Error::write(&path))?;
+    w.commit(Some(&d))?;
+    created.add(path);
+    Ok(())
+}
+
+fn put_blob(dir: &Path, desc: &Descriptor, src: &dyn BlobSource, created: &Created) -> Result<()> {
     let path = blob_path(dir, &desc.digest);
-    // Blobs are only ever created complete under their digest name, so an
-    // existing one of the right size is the right one.
-    if fs::metadata(&path).map(|m| m.len() == desc.size).unwrap_or(false) {
+    if have(&path, desc.size) {
         return Ok(());
     }
     if let Some(file) = src.file()
         && fs::hard_link(file, &path).is_ok()
     {
+        created.add(path);
         return Ok(());
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".kiln-tmp-")
-        .tempfile_in(dir)
-        .map_err(Error::write(dir))?;
+    let mut w = BlobWriter::create_in(&dir.join("blobs"), &path)?;
     let mut reader = src.open()?;
-    copy_verified(&mut reader, tmp.path(), &desc.digest, desc.size)?;
-    super::make_readable(tmp.as_file(), &path)?;
-    tmp.persist(&path).map_err(|e| Error::Write { path, source: e.error })?;
+    std::io::copy(&mut reader, &mut w).map_err(|e| Error::Io {
+        context: format!("copying blob {} to {}", desc.digest, path.display()),
+        source: e,
+    })?;
+    w.commit(Some(desc))?;
+    created.add(path);
     Ok(())
 }
 
-/// Reads a layout's index.json, if there is one.
+/// Reads a layout's index.json, if there is one (a regular file, capped).
 pub fn read_index(dir: &Path) -> Result<Option<Index>> {
     let path = dir.join("index.json");
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::format(path.display().to_string(), format!("not an OCI index: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Read { path, source: e }),
+    let f = match open_regular(&path) {
+        Ok(f) => f,
+        Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    f.take(read::MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Error::read(&path))?;
+    if bytes.len() as u64 > read::MAX_JSON {
+        return Err(Error::format(
+            path.display().to_string(),
+            format!("larger than {} bytes", read::MAX_JSON),
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::format(path.display().to_string(), format!("not an OCI index: {e}")))
+}
+
+/// The blobs of a layout directory.
+pub struct LayoutFetch {
+    dir: PathBuf,
+}
+
+impl LayoutFetch {
+    pub fn new(dir: &Path) -> Self {
+        LayoutFetch { dir: dir.to_path_buf() }
     }
 }
 
-fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>> {
-    const MAX_JSON: u64 = 16 << 20;
-    if d.size > MAX_JSON {
-        return Err(Error::format(
-            format!("blob {}", d.digest),
-            "a manifest or config over 16 MiB",
-        ));
+impl BlobFetch for LayoutFetch {
+    fn location(&self) -> String {
+        format!("oci:{}", self.dir.display())
     }
-    let path = blob_path(dir, &d.digest);
-    let bytes = fs::read(&path).map_err(Error::read(&path))?;
-    let found = Digest::of(&bytes);
-    if found != d.digest || bytes.len() as u64 != d.size {
-        return Err(Error::DigestMismatch {
-            what: format!("blob {}", path.display()),
-            expected: format!("{} ({} bytes)", d.digest, d.size),
-            found: format!("{found} ({} bytes)", bytes.len()),
-        });
+
+    fn bytes(&self, d: &Descriptor, max: u64) -> Result<Vec<u8>> {
+        let path = blob_path(&self.dir, &d.digest);
+        let f = open_regular(&path)?;
+        let mut bytes = Vec::new();
+        f.take(max + 1).read_to_end(&mut bytes).map_err(Error::read(&path))?;
+        Ok(bytes)
     }
-    Ok(bytes)
+
+    fn layer(&self, d: &Descriptor) -> Result<Arc<dyn BlobSource>> {
+        let path = blob_path(&self.dir, &d.digest);
+        let f = open_regular(&path)?;
+        let len = f.metadata().map_err(Error::read(&path))?.len();
+        if len != d.size {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", path.display()),
+                expected: format!("{} bytes", d.size),
+                found: format!("{len} bytes"),
+            });
+        }
+        Ok(Arc::new(VerifiedFileBlob {
+            path,
+            offset: 0,
+            descriptor: d.clone(),
+            keep: None,
+        }))
+    }
 }
 
 /// Reads the image tagged `tag` (or the only image) from a layout.
 pub fn read(dir: &Path, tag: Option<&str>, platform: Option<&Platform>) -> Result<Image> {
-    let desc = entry(dir, tag)?;
-    read_manifest(dir, &desc, platform)
+    read::read_image(&LayoutFetch::new(dir), &entry(dir, tag)?, platform)
 }
 
-/// A multi-platform image as stored: the index bytes and every child image.
-pub struct MultiImage {
-    pub index_bytes: Vec<u8>,
-    pub media_type: String,
-    pub children: Vec<Image>,
-}
-
-/// When `tag` names an index, reads it and all its children (for pushing
-/// the whole set); `None` when it names a single image.
-pub fn read_multi(dir: &Path, tag: Option<&str>) -> Result<Option<MultiImage>> {
-    let desc = entry(dir, tag)?;
-    if desc.media_type != oci::MEDIA_TYPE_INDEX && desc.media_type != oci::MEDIA_TYPE_DOCKER_LIST {
-        return Ok(None);
-    }
-    let index_bytes = read_blob(dir, &desc)?;
-    let index: Index = serde_json::from_slice(&index_bytes)
-        .map_err(|e| Error::format(format!("index {}", desc.digest), e.to_string()))?;
-    let children = index
-        .manifests
-        .iter()
-        .map(|d| read_manifest(dir, d, None))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(MultiImage {
-        index_bytes,
-        media_type: desc.media_type,
-        children,
-    }))
+/// Reads what `tag` names, whole: an image, or an index with its children.
+pub fn read_any(dir: &Path, tag: Option<&str>) -> Result<AnyImage> {
+    read::read_any(&LayoutFetch::new(dir), &entry(dir, tag)?)
 }
 
 /// The index.json entry named by `tag` (or the only one).
@@ -257,77 +366,4 @@ fn entry(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
         },
     };
     Ok(desc.clone())
-}
-
-fn read_manifest(dir: &Path, desc: &Descriptor, platform: Option<&Platform>) -> Result<Image> {
-    let bytes = read_blob(dir, desc)?;
-    if desc.media_type == oci::MEDIA_TYPE_INDEX || desc.media_type == oci::MEDIA_TYPE_DOCKER_LIST {
-        let index: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(format!("index {}", desc.digest), e.to_string()))?;
-        let want = platform.cloned().unwrap_or_else(Platform::host);
-        let child = index
-            .manifests
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.satisfies(&want)))
-            .ok_or_else(|| Error::NotFound {
-                what: format!("an image for {want}"),
-                location: format!("index {}", desc.digest),
-                hint: "; choose another --platform".into(),
-            })?;
-        return read_manifest(dir, child, platform);
-    }
-    let manifest: oci::Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::format(format!("manifest {}", desc.digest), e.to_string()))?;
-    let config_bytes = read_blob(dir, &manifest.config)?;
-    let config: oci::ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| Error::format(format!("config {}", manifest.config.digest), e.to_string()))?;
-    let layers = manifest
-        .layers
-        .iter()
-        .zip(config.rootfs.diff_ids.iter())
-        .map(|(d, diff_id)| {
-            let path = blob_path(dir, &d.digest);
-            let meta = fs::metadata(&path).map_err(Error::read(&path))?;
-            if meta.len() != d.size {
-                return Err(Error::DigestMismatch {
-                    what: format!("blob {}", path.display()),
-                    expected: format!("{} bytes", d.size),
-                    found: format!("{} bytes", meta.len()),
-                });
-            }
-            Ok(Layer {
-                descriptor: d.clone(),
-                diff_id: diff_id.clone(),
-                source: Arc::new(VerifiedFileBlob {
-                    path,
-                    offset: 0,
-                    descriptor: d.clone(),
-                }),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Image::from_parts(bytes, config_bytes, layers)
-}
-
-/// Checks every blob the layout's images refer to: exists, right size and
-/// digest. Returns the number of blobs checked.
-pub fn verify(dir: &Path) -> Result<usize> {
-    let index = read_index(dir)?.ok_or_else(|| Error::NotFound {
-        what: "index.json".into(),
-        location: format!("oci:{}", dir.display()),
-        hint: String::new(),
-    })?;
-    let mut n = 0;
-    for d in &index.manifests {
-        let image = read_manifest(dir, d, None)?;
-        for l in image.layers() {
-            std::io::copy(&mut l.source.open()?, &mut std::io::sink()).map_err(|e| Error::Io {
-                context: format!("verifying {}", l.descriptor.digest),
-                source: e,
-            })?;
-            n += 1;
-        }
-        n += 2;
-    }
-    Ok(n)
 }

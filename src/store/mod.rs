@@ -1,17 +1,20 @@
-//! Where images are read from and written to. Every sink takes the same
-//! [`Image`] value and writes its exact bytes; every source gives one back
-//! with its blobs verified as they are read.
+//! Where images are read from and written to. Every source goes through the
+//! one read path ([`read`]) and gives back an [`Image`] (or an
+//! [`AnyImage`]) with its blobs verified as they are read; every sink takes
+//! the same value and writes its exact bytes through the one blob writer
+//! ([`blob`]).
 
 pub mod archive;
+pub mod blob;
+pub mod content;
 pub mod daemon;
 pub mod layout;
+pub mod read;
 pub mod registry;
 
-use std::io::{Read, Write};
-use std::path::Path;
-
-use crate::digest::{Digest, HashingWriter};
-use crate::image::Image;
+use crate::context::Context;
+use crate::image::{AnyImage, Image};
+use crate::oci::Platform;
 use crate::reference::ImageRef;
 use crate::{Error, Result};
 
@@ -19,15 +22,27 @@ use crate::{Error, Result};
 pub trait Sink {
     /// Writes the image; on error nothing is left that refers to it.
     fn put(&self, image: &Image) -> Result<()>;
+
+    /// Writes an image or a whole index (children first).
+    fn put_any(&self, what: &AnyImage) -> Result<()> {
+        match what {
+            AnyImage::Image(i) => self.put(i),
+            AnyImage::Index(_) => Err(Error::invalid(
+                "output",
+                "(an image index)",
+                "this output holds one image; write multi-platform images to oci:DIR or a registry",
+            )),
+        }
+    }
 }
 
 /// A sink for a reference.
-pub fn sink_for(r: &ImageRef) -> Result<Box<dyn Sink>> {
+pub fn sink_for(ctx: &Context, r: &ImageRef) -> Result<Box<dyn Sink>> {
     Ok(match r {
         ImageRef::Oci { dir, tag } => Box::new(layout::LayoutSink::new(dir, tag.clone())),
         ImageRef::DockerArchive { file, name } => Box::new(archive::ArchiveSink::new(file, name.clone())),
         ImageRef::DockerDaemon { name } => Box::new(daemon::DaemonSink::new(name.clone())),
-        ImageRef::Registry(r) => Box::new(registry::RegistrySink::new(r.clone(), Vec::new())),
+        ImageRef::Registry(r) => Box::new(registry::RegistrySink::new(ctx, r.clone(), Vec::new())),
         ImageRef::Scratch => {
             return Err(Error::invalid(
                 "output",
@@ -38,28 +53,53 @@ pub fn sink_for(r: &ImageRef) -> Result<Box<dyn Sink>> {
     })
 }
 
-/// Opened sinks, one per output reference.
-pub type Sinks = Vec<Box<dyn Sink>>;
+/// Several outputs as one sink, written in order (like ko's
+/// `MultiPublisher`): whoever produces an image never knows how many
+/// destinations there are.
+pub struct Outputs {
+    refs: Vec<ImageRef>,
+    sinks: Vec<Box<dyn Sink>>,
+}
 
-/// Parses output references and opens a sink for each, before any work is
-/// done, so a typo in the last `--out` costs nothing.
-pub fn outputs(refs: &[String]) -> Result<(Vec<ImageRef>, Sinks)> {
-    let outs = refs.iter().map(|o| ImageRef::parse(o)).collect::<Result<Vec<_>>>()?;
-    let sinks = outs.iter().map(sink_for).collect::<Result<Vec<_>>>()?;
-    Ok((outs, sinks))
+impl Outputs {
+    /// Opens a sink for each reference before any work is done, so a typo
+    /// in the last `--out` costs nothing. Local outputs are written before
+    /// registry pushes.
+    pub fn open(ctx: &Context, refs: &[ImageRef]) -> Result<Self> {
+        let mut refs = refs.to_vec();
+        refs.sort_by_key(|o| matches!(o, ImageRef::Registry(_)));
+        let sinks = refs.iter().map(|r| sink_for(ctx, r)).collect::<Result<Vec<_>>>()?;
+        Ok(Outputs { refs, sinks })
+    }
+
+    /// Parses and opens output references given as text.
+    pub fn parse(ctx: &Context, refs: &[String]) -> Result<Self> {
+        let refs = refs.iter().map(|o| ImageRef::parse(o)).collect::<Result<Vec<_>>>()?;
+        Self::open(ctx, &refs)
+    }
+
+    /// The references, in the order they are written.
+    pub fn refs(&self) -> &[ImageRef] {
+        &self.refs
+    }
+}
+
+impl Sink for Outputs {
+    fn put(&self, image: &Image) -> Result<()> {
+        self.sinks.iter().try_for_each(|s| s.put(image))
+    }
+    fn put_any(&self, what: &AnyImage) -> Result<()> {
+        self.sinks.iter().try_for_each(|s| s.put_any(what))
+    }
 }
 
 /// Reads the image a reference names. `platform` picks from an index.
-pub fn open(r: &ImageRef, platform: Option<&crate::oci::Platform>) -> Result<Image> {
+pub fn open(ctx: &Context, r: &ImageRef, platform: Option<&Platform>) -> Result<Image> {
     match r {
         ImageRef::Oci { dir, tag } => layout::read(dir, tag.as_deref(), platform),
-        ImageRef::DockerArchive { file, .. } => archive::read(file, platform),
-        ImageRef::Registry(reg) => registry::pull(reg, platform),
-        ImageRef::DockerDaemon { name } => Err(Error::invalid(
-            "image reference",
-            format!("docker-daemon:{name}"),
-            "reading from the engine is not supported yet; `docker save` it and use docker-archive:FILE",
-        )),
+        ImageRef::DockerArchive { file, name } => archive::read(file, name.as_ref(), platform),
+        ImageRef::Registry(reg) => registry::pull(ctx, reg, platform),
+        ImageRef::DockerDaemon { name } => daemon::export(name, platform),
         ImageRef::Scratch => Err(Error::invalid(
             "image reference",
             "scratch",
@@ -68,52 +108,14 @@ pub fn open(r: &ImageRef, platform: Option<&crate::oci::Platform>) -> Result<Ima
     }
 }
 
-/// Copies `src` into a new file at `dest` through a hash, checking the
-/// result against `expected` and fsyncing before returning.
-pub(crate) fn copy_verified(src: &mut dyn Read, dest: &Path, expected: &Digest, size: u64) -> Result<()> {
-    let f = std::fs::File::create(dest).map_err(Error::write(dest))?;
-    let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f));
-    std::io::copy(src, &mut w).map_err(|e| Error::Io {
-        context: format!("copying blob {expected} to {}", dest.display()),
-        source: e,
-    })?;
-    let (buf, digest, n) = w.finish();
-    if &digest != expected || n != size {
-        return Err(Error::DigestMismatch {
-            what: format!("blob written to {}", dest.display()),
-            expected: format!("{expected} ({size} bytes)"),
-            found: format!("{digest} ({n} bytes)"),
-        });
+/// Reads what a reference names, whole: an image or an index with every
+/// child (to push or copy the set).
+pub fn open_any(ctx: &Context, r: &ImageRef) -> Result<AnyImage> {
+    match r {
+        ImageRef::Oci { dir, tag } => layout::read_any(dir, tag.as_deref()),
+        ImageRef::DockerArchive { file, name } => archive::read_any(file, name.as_ref()),
+        ImageRef::Registry(reg) => registry::pull_any(ctx, reg),
+        // The engine stores one platform: its image is the whole.
+        other => open(ctx, other, None).map(AnyImage::Image),
     }
-    let f = buf.into_inner().map_err(|e| Error::Write {
-        path: dest.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    f.sync_all().map_err(Error::write(dest))?;
-    Ok(())
-}
-
-/// Writes bytes to `path` atomically: a temp file beside it, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kiln-tmp-")
-        .tempfile_in(dir)
-        .map_err(Error::write(path))?;
-    tmp.write_all(bytes).map_err(Error::write(path))?;
-    make_readable(tmp.as_file(), path)?;
-    tmp.as_file().sync_all().map_err(Error::write(path))?;
-    tmp.persist(path).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-/// Temp files are created 0600; published files are world-readable like
-/// those of skopeo and umoci, so other users (and engines) can read them.
-pub(crate) fn make_readable(f: &std::fs::File, path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(Error::write(path))
 }

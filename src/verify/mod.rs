@@ -5,12 +5,14 @@
 
 pub mod diff;
 
+use diff::Looks;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::build::{self, BuildRequest, Variation};
-use crate::progress::Progress;
+use crate::builder::{self, BuildRequest, Variation};
+use crate::context::Context;
 use crate::reference::ImageRef;
 use crate::{Error, Result};
 
@@ -40,16 +42,65 @@ pub struct Difference {
 }
 
 /// What kiln varies between rebuilds.
-pub const ALL_VARIATIONS: &[&str] = &["path", "env", "hostname", "jobs", "umask", "cache"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vary {
+    /// The checkout elsewhere on the host and the source elsewhere in the builder.
+    Path,
+    /// TZ, LANG, LC_ALL and an unrelated variable in the build.
+    Env,
+    Hostname,
+    /// CARGO_BUILD_JOBS.
+    Jobs,
+    Umask,
+    /// A warm rebuild (shared cache volumes) as the last one.
+    Cache,
+}
+
+impl Vary {
+    /// Everything kiln knows how to vary.
+    pub const ALL: [Vary; 6] = [
+        Vary::Path,
+        Vary::Env,
+        Vary::Hostname,
+        Vary::Jobs,
+        Vary::Umask,
+        Vary::Cache,
+    ];
+
+    /// The name users type (`--vary path,env`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Vary::Path => "path",
+            Vary::Env => "env",
+            Vary::Hostname => "hostname",
+            Vary::Jobs => "jobs",
+            Vary::Umask => "umask",
+            Vary::Cache => "cache",
+        }
+    }
+
+    /// One line on what it varies.
+    pub fn help(self) -> &'static str {
+        match self {
+            Vary::Path => "the checkout copied elsewhere and the source at another path in the builder",
+            Vary::Env => "TZ, LANG, LC_ALL and an unrelated variable in the build",
+            Vary::Hostname => "the builder's hostname",
+            Vary::Jobs => "CARGO_BUILD_JOBS",
+            Vary::Umask => "the build's umask",
+            Vary::Cache => "one warm rebuild (shared cache volumes) as the last build",
+        }
+    }
+}
 
 /// The variation of rebuild `i` (1-based).
-pub fn variation(i: usize, vary: &[String]) -> Variation {
-    let on = |k: &str| vary.iter().any(|v| v == k);
+pub fn variation(i: usize, vary: &[Vary]) -> Variation {
+    let on = |k: Vary| vary.contains(&k);
     let mut v = Variation::default();
-    if on("path") {
+    if on(Vary::Path) {
         v.src_dir = Some(format!("/kiln/src-variant-{i}/nested/checkout"));
     }
-    if on("env") {
+    if on(Vary::Env) {
         let (tz, lang) = [
             ("Pacific/Chatham", "fr_FR.UTF-8"),
             ("America/St_Johns", "ja_JP.UTF-8"),
@@ -62,13 +113,13 @@ pub fn variation(i: usize, vary: &[String]) -> Variation {
             (format!("KILN_VERIFY_UNRELATED_{i}"), format!("noise-{i}")),
         ];
     }
-    if on("hostname") {
+    if on(Vary::Hostname) {
         v.hostname = Some(format!("rebuild-{i}.example"));
     }
-    if on("jobs") {
+    if on(Vary::Jobs) {
         v.jobs = Some(if i % 2 == 1 { 1 } else { 3 });
     }
-    if on("umask") {
+    if on(Vary::Umask) {
         v.umask = Some(if i % 2 == 1 { "077".into() } else { "002".into() });
     }
     v
@@ -83,20 +134,20 @@ pub fn hints(d: &diff::Report) -> Vec<String> {
         }
         for f in &l.files {
             for s in &f.sections {
-                match s.looks_like.as_str() {
-                    "a date/time" => h.push(format!(
+                match s.looks_like {
+                    Looks::DateTime => h.push(format!(
                         "{}: section {} holds a date/time ({:?} vs {:?}): a build script or proc macro embeds the build time; make it use SOURCE_DATE_EPOCH (kiln sets it) instead of the clock",
                         f.path, s.name, s.sample_a, s.sample_b
                     )),
-                    "an absolute path" => h.push(format!(
+                    Looks::AbsolutePath => h.push(format!(
                         "{}: section {} holds a build path ({:?} vs {:?}): an absolute path escapes remapping, e.g. env!(\"CARGO_MANIFEST_DIR\") or a path written by build.rs; use paths relative to the crate, or include_bytes!/include_str! instead of reading at run time",
                         f.path, s.name, s.sample_a, s.sample_b
                     )),
-                    "a random-looking run" => h.push(format!(
+                    Looks::Random => h.push(format!(
                         "{}: section {} differs in random-looking bytes: HashMap iteration order or randomness in a build script or proc macro, or codegen sensitive to parallelism (pin codegen-units)",
                         f.path, s.name
                     )),
-                    _ => {}
+                    Looks::Other => {}
                 }
             }
             if !f.sections.is_empty() && f.sections.iter().all(|s| s.name == ".note.gnu.build-id") {
@@ -123,7 +174,7 @@ pub struct VerifyRequest {
     pub project: PathBuf,
     pub rebuilds: usize,
     pub against: Option<ImageRef>,
-    pub vary: Vec<String>,
+    pub vary: Vec<Vary>,
     pub builder: Option<String>,
 }
 
@@ -148,8 +199,9 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the rebuilds and compares.
-pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> {
+/// Runs the rebuilds and compares. No build result is written anywhere:
+/// the images are compared as values.
+pub fn verify(ctx: &Context, req: &VerifyRequest) -> Result<VerifyReport> {
     let work = tempfile::tempdir().map_err(|e| Error::Io {
         context: "temp dir".into(),
         source: e,
@@ -160,25 +212,21 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
         project: req.project.clone(),
         builder: req.builder.clone(),
         no_cache: true,
-        allow_scan_failures: true,
+        timestamp: ctx.timestamp,
+        proxy_env: ctx.proxy_env.clone(),
         ..Default::default()
     };
     // The reference: the published image, or the first of the N builds,
     // made from clean caches under normal conditions.
     let (reference_label, reference, first_varied) = match &req.against {
-        Some(r) => ("published".to_string(), crate::store::open(r, None)?, 1),
+        Some(r) => ("published".to_string(), crate::store::open(ctx, r, None)?, 1),
         None => {
-            let out = ImageRef::Oci {
-                dir: work.path().join("build-1"),
-                tag: None,
-            };
-            let r = build::build(
+            let r = builder::build(
+                ctx,
                 &BuildRequest {
-                    outs: vec![out],
                     fresh: true,
                     ..base.clone()
                 },
-                progress,
             )?;
             builds.push(BuildRecord {
                 label: "build 1".into(),
@@ -197,7 +245,7 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
         let v = variation(i, &req.vary);
         let mut described = v.describe();
         // A different checkout path on the host too: the source copied elsewhere.
-        let project = if req.vary.iter().any(|x| x == "path") {
+        let project = if req.vary.contains(&Vary::Path) {
             let p = work.path().join(format!("checkout-{i}/somewhere/else"));
             copy_tree(&req.project, &p)?;
             described.insert(0, format!("checkout copied to {}", p.display()));
@@ -206,25 +254,20 @@ pub fn verify(req: &VerifyRequest, progress: &Progress) -> Result<VerifyReport> 
             req.project.clone()
         };
         // Clean caches always; "cache" adds a warm rebuild as the last one.
-        let warm = req.vary.iter().any(|x| x == "cache") && i == last && i > first_varied;
+        let warm = req.vary.contains(&Vary::Cache) && i == last && i > first_varied;
         described.push(if warm {
             "warm: the shared cache volumes".into()
         } else {
             "cold: empty cache volumes".into()
         });
-        let out = ImageRef::Oci {
-            dir: work.path().join(format!("build-{i}")),
-            tag: None,
-        };
-        let r = build::build(
+        let r = builder::build(
+            ctx,
             &BuildRequest {
                 project,
-                outs: vec![out],
                 fresh: !warm,
                 variation: Some(v),
                 ..base.clone()
             },
-            progress,
         )?;
         builds.push(BuildRecord {
             label: format!("build {i}"),

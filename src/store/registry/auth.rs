@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -147,15 +146,6 @@ struct HelperReply {
     secret: String,
 }
 
-/// The docker config.json kiln reads: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
-pub fn docker_config_path() -> PathBuf {
-    match std::env::var_os("DOCKER_CONFIG") {
-        Some(d) => PathBuf::from(d).join("config.json"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker/config.json"),
-    }
-}
-
 /// Keys a registry may be filed under in config.json.
 fn config_keys(registry: &str) -> Vec<String> {
     let mut keys = vec![
@@ -172,9 +162,13 @@ fn config_keys(registry: &str) -> Vec<String> {
 }
 
 /// Looks up credentials for `registry` the way docker does: `credHelpers`
-/// for the host, then `credsStore`, then `auths`. Anonymous when none.
-pub fn lookup(registry: &str) -> Result<Credentials> {
-    let path = docker_config_path();
+/// for the host, then `credsStore`, then `auths`, in `config` (the CLI
+/// resolves `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+/// Anonymous when none.
+pub fn lookup(registry: &str, config: Option<&std::path::Path>) -> Result<Credentials> {
+    let Some(path) = config.map(std::path::Path::to_path_buf) else {
+        return Ok(Credentials::Anonymous);
+    };
     let cfg: DockerConfig = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path.display().to_string(), format!("not a docker config file: {e}")))?,
@@ -183,10 +177,10 @@ pub fn lookup(registry: &str) -> Result<Credentials> {
     };
     let keys = config_keys(registry);
     if let Some(helper) = keys.iter().find_map(|k| cfg.cred_helpers.get(k)) {
-        return run_helper(helper, registry);
+        return run_helper(helper, registry, &path);
     }
     if let Some(store) = &cfg.creds_store {
-        match run_helper(store, registry) {
+        match run_helper(store, registry, &path) {
             Ok(Credentials::Anonymous) => {}
             other => return other,
         }
@@ -231,7 +225,7 @@ pub fn lookup(registry: &str) -> Result<Credentials> {
 }
 
 /// Runs `docker-credential-NAME get` with the server URL on stdin.
-fn run_helper(name: &str, registry: &str) -> Result<Credentials> {
+fn run_helper(name: &str, registry: &str, config: &std::path::Path) -> Result<Credentials> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let program = format!("docker-credential-{name}");
@@ -250,10 +244,7 @@ fn run_helper(name: &str, registry: &str) -> Result<Credentials> {
             Error::invalid(
                 "credential helper",
                 program.clone(),
-                format!(
-                    "cannot run it ({e}); install it or remove it from {}",
-                    docker_config_path().display()
-                ),
+                format!("cannot run it ({e}); install it or remove it from {}", config.display()),
             )
         })?;
     child

@@ -1,12 +1,24 @@
 //! An HTTP client for one registry: the distribution API's seven endpoints,
 //! authentication on demand (challenge → token per scope, cached, refreshed
-//! on a new challenge, also mid-upload), retries with backoff and jitter on
-//! 408/429/5xx and dropped connections (honouring Retry-After), redirects
-//! followed by hand so Authorization never goes to another host.
+//! on a new challenge, also mid-upload), redirects followed by hand so
+//! Authorization never goes to another host, and every body read with a cap
+//! while it streams.
+//!
+//! Retries live here and only here, under one [`RetryPolicy`]: backoff with
+//! jitter, Retry-After honoured, at most `attempts` tries of any request or
+//! operation, and a per-client budget of retries so a failing registry is
+//! not hammered. Callers never loop: a multi-request operation (start an
+//! upload, then PUT it) is retried whole through [`Client::retrying`].
+//! (Model: go-containerregistry's `transport.NewRetry`.)
+//!
+//! One file on purpose (~670 lines): authentication, retries and transport
+//! errors all act on the same request loop; splitting them would expose the
+//! client's token and retry state to other modules.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,26 +27,50 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
 use super::auth::{self, Challenge, Credentials, Secret};
-use super::reference::RegistryRef;
+use crate::reference::RegistryRef;
 use crate::{Error, Result};
 
-/// How kiln talks to registries (from the command line).
+/// How often and how patiently requests are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries of one request or operation, the first included.
+    pub attempts: u32,
+    /// Base delay of the exponential backoff.
+    pub base: Duration,
+    /// Retries one client may make in all (a budget shared by every request).
+    pub budget: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(200),
+            budget: 100,
+        }
+    }
+}
+
+/// How kiln talks to registries (resolved once at the edge from flags and
+/// the environment; see [`crate::context::Context`]).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Hosts (`host[:port]`) reached over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
     /// Credentials given on the command line (override config.json).
     pub credentials: Option<Credentials>,
+    /// The docker config.json to read credentials from (None: none).
+    pub docker_config: Option<PathBuf>,
+    /// Directories in Docker's certs.d layout (`HOST[:PORT]/*.crt`).
+    pub certs_dirs: Vec<PathBuf>,
     /// Upload in chunks of this many bytes (None: one streaming PUT).
     pub chunk_size: Option<u64>,
     /// Blobs uploaded at once.
     pub parallel: usize,
     /// Log every request (method, URL without query, status) on stderr.
     pub verbose: bool,
-    /// Base delay of the exponential backoff.
-    pub retry_base: Duration,
-    /// Attempts per request before giving up.
-    pub attempts: u32,
+    /// The one retry policy.
+    pub retry: RetryPolicy,
 }
 
 impl Default for Options {
@@ -42,16 +78,12 @@ impl Default for Options {
         Options {
             insecure: Vec::new(),
             credentials: None,
+            docker_config: None,
+            certs_dirs: Vec::new(),
             chunk_size: None,
             parallel: 4,
             verbose: false,
-            retry_base: Duration::from_millis(
-                std::env::var("KILN_RETRY_BASE_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(200),
-            ),
-            attempts: 6,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -103,23 +135,21 @@ pub struct Client {
     tokens: Mutex<HashMap<String, (Secret, Instant)>>,
     pub opts: Options,
     pub stats: Stats,
+    /// Retries left in this client's budget.
+    retries_left: AtomicU32,
 }
 
-fn cert_dirs() -> Vec<std::path::PathBuf> {
-    if let Ok(v) = std::env::var("KILN_CERTS_DIR") {
-        return v.split(':').filter(|s| !s.is_empty()).map(Into::into).collect();
-    }
-    let mut d = vec!["/etc/docker/certs.d".into(), "/etc/containers/certs.d".into()];
-    if let Some(h) = std::env::var_os("HOME") {
-        d.push(std::path::PathBuf::from(h).join(".config/kiln/certs.d"));
-    }
-    d
-}
+/// Largest token-server reply kiln reads.
+const MAX_TOKEN_REPLY: u64 = 1 << 20;
+/// Largest error body kiln reads (only its start is shown).
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// Longest a bearer token is trusted, whatever the server says.
+const MAX_TOKEN_TTL: u64 = 24 * 3600;
 
 impl Client {
     /// A client for the registry of `r`, with credentials from `opts` or the
     /// docker config. CA certificates for the registry are read, like
-    /// Docker does, from `certs.d/HOST[:PORT]/*.crt` (see [`cert_dirs`]).
+    /// Docker does, from `certs.d/HOST[:PORT]/*.crt` in `opts.certs_dirs`.
     pub async fn connect(r: &RegistryRef, opts: &Options) -> Result<Self> {
         let host = r.api_host().to_string();
         // Loopback and --insecure-registry hosts may speak plain HTTP: like
@@ -136,7 +166,7 @@ impl Client {
             .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
         let mut certs = Vec::new();
-        for dir in cert_dirs() {
+        for dir in &opts.certs_dirs {
             let d = dir.join(&r.registry);
             if let Ok(rd) = std::fs::read_dir(&d) {
                 for e in rd.flatten() {
@@ -163,7 +193,7 @@ impl Client {
             .map_err(|e| Error::invalid("registry client", r.registry.clone(), e.to_string()))?;
         let creds = match &opts.credentials {
             Some(c) => c.clone(),
-            None => auth::lookup(&r.registry)?,
+            None => auth::lookup(&r.registry, opts.docker_config.as_deref())?,
         };
         let mut base = base;
         if may_be_plain {
@@ -181,6 +211,7 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             stats: Stats::default(),
+            retries_left: AtomicU32::new(opts.retry.budget),
         })
     }
 
@@ -214,10 +245,11 @@ impl Client {
         if self.opts.verbose {
             // Never the query (upload state) and never a header.
             let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
-            match status {
-                Some(s) => eprintln!("registry: {method} {shown} -> {}{note}", s.as_u16()),
-                None => eprintln!("registry: {method} {shown} -> {note}"),
-            }
+            let line = match status {
+                Some(s) => format!("registry: {method} {shown} -> {}{note}", s.as_u16()),
+                None => format!("registry: {method} {shown} -> {note}"),
+            };
+            crate::progress::Progress::hidden().echo(None, &line);
         }
     }
 
@@ -319,7 +351,9 @@ impl Client {
                 retryable: false,
             });
         }
-        let body = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let body = self
+            .read_capped(resp, MAX_TOKEN_REPLY, "the token server's reply")
+            .await?;
         let reply: TokenReply =
             serde_json::from_slice(&body).map_err(|_| self.protocol_error("the token server's reply is not JSON"))?;
         let token = reply
@@ -327,7 +361,7 @@ impl Client {
             .or(reply.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| self.protocol_error("the token server's reply has no token"))?;
-        let ttl = reply.expires_in.unwrap_or(60).max(10);
+        let ttl = reply.expires_in.unwrap_or(60).clamp(10, MAX_TOKEN_TTL);
         // Renew a little early so a token does not expire mid-request.
         let exp = Instant::now() + Duration::from_secs(ttl - ttl / 10);
         self.tokens
@@ -339,18 +373,33 @@ impl Client {
 
     /// Sends one request with retries on transport errors and retryable statuses; no auth.
     async fn send_raw(&self, build: impl Fn() -> RequestBuilder) -> Result<Response> {
-        self.send_raw_n(build, self.opts.attempts).await
+        self.send_raw_n(build, None, self.opts.retry.attempts).await
     }
 
-    async fn send_raw_n(&self, build: impl Fn() -> RequestBuilder, attempts: u32) -> Result<Response> {
+    /// Sends with retries; `auth` is attached only when the request goes to
+    /// the registry's own scheme, host and port (never to a host an upload
+    /// Location or a redirect names).
+    async fn send_raw_n(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+        auth: Option<&str>,
+        attempts: u32,
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let req = build().build().map_err(|e| self.protocol_error(&e.to_string()))?;
+            let mut req = build().build().map_err(|e| self.protocol_error(&e.to_string()))?;
+            if let Some(h) = auth
+                && req.url().origin() == self.base.origin()
+            {
+                let v = reqwest::header::HeaderValue::from_str(h)
+                    .map_err(|_| self.protocol_error("the credentials are not a valid header value"))?;
+                req.headers_mut().insert(AUTHORIZATION, v);
+            }
             let (m, u) = (req.method().clone(), req.url().clone());
             self.stats.count(&m);
             match self.http.execute(req).await {
-                Ok(resp) if retryable(resp.status()) && attempt < attempts => {
+                Ok(resp) if retryable(resp.status()) && attempt < attempts && self.take_retry() => {
                     self.log(&m, &u, Some(resp.status()), " (retrying)");
                     tokio::time::sleep(self.delay(attempt, resp.headers())).await;
                 }
@@ -358,13 +407,59 @@ impl Client {
                     self.log(&m, &u, Some(resp.status()), "");
                     return Ok(resp);
                 }
-                Err(e) if attempt < attempts => {
+                Err(e) if attempt < attempts && self.take_retry() => {
                     self.log(&m, &u, None, &format!("{} (retrying)", transport_kind(&e)));
                     tokio::time::sleep(self.delay(attempt, &HeaderMap::new())).await;
                 }
                 Err(e) => return Err(self.transport_error(&e)),
             }
         }
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    fn take_retry(&self) -> bool {
+        self.retries_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Runs a multi-request operation, retrying it whole on a retryable
+    /// error under the same policy and budget as single requests. The
+    /// operation's own requests are sent with [`Self::send_once`].
+    pub async fn retrying<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Err(e) if is_retryable(&e) && attempt < self.opts.retry.attempts && self.take_retry() => {
+                    tokio::time::sleep(self.delay(attempt, &HeaderMap::new())).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads a response body, failing as soon as it passes `max` bytes
+    /// (never buffering an endless or huge body first).
+    pub async fn read_capped(&self, resp: Response, max: u64, what: &str) -> Result<Bytes> {
+        use futures_util::StreamExt;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(self.protocol_error(&format!("{what} is larger than {max} bytes")));
+        }
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.transport_error(&e))?;
+            if out.len() as u64 + chunk.len() as u64 > max {
+                return Err(self.protocol_error(&format!("{what} is larger than {max} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
     }
 
     pub fn transport_error(&self, e: &reqwest::Error) -> Error {
@@ -391,7 +486,7 @@ impl Client {
         {
             return Duration::from_secs(s.min(60));
         }
-        let base = self.opts.retry_base.as_millis() as u64 * (1u64 << (attempt - 1).min(6));
+        let base = self.opts.retry.base.as_millis() as u64 * (1u64 << (attempt - 1).min(6));
         let jitter = rand::random_range(0..=base / 2 + 1);
         Duration::from_millis(base + jitter)
     }
@@ -400,7 +495,7 @@ impl Client {
     /// on any new challenge), retrying what is retryable. `build` is called
     /// again for each attempt, so bodies are re-created.
     pub async fn send(&self, scopes: &[String], build: impl Fn() -> RequestBuilder) -> Result<Response> {
-        self.send_n(scopes, build, self.opts.attempts).await
+        self.send_n(scopes, build, self.opts.retry.attempts).await
     }
 
     /// Like [`Self::send`] but a dropped connection or 5xx is returned at
@@ -413,18 +508,7 @@ impl Client {
         let mut auth_attempts = 0;
         loop {
             let header = self.auth_header(scopes);
-            let resp = self
-                .send_raw_n(
-                    || {
-                        let r = build();
-                        match &header {
-                            Some(h) => r.header(AUTHORIZATION, h),
-                            None => r,
-                        }
-                    },
-                    attempts,
-                )
-                .await?;
+            let resp = self.send_raw_n(&build, header.as_deref(), attempts).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || auth_attempts >= 2 {
                 return Ok(resp);
             }
@@ -480,7 +564,10 @@ impl Client {
         if status == StatusCode::UNAUTHORIZED {
             return self.unauthorized();
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = self
+            .read_capped(resp, MAX_ERROR_BODY, "the error body")
+            .await
+            .unwrap_or_default();
         let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
         let (code, message) = parsed
             .and_then(|b| b.errors.into_iter().next())
@@ -502,7 +589,15 @@ impl Client {
 
     /// GET a URL following redirects by hand: Authorization is sent only to
     /// the registry's own host, never to a redirect target elsewhere.
-    pub async fn get_following(&self, scopes: &[String], url: Url, accept: Option<&str>) -> Result<Response> {
+    /// `attempts` is the tries per request (1 inside an operation the caller
+    /// retries whole).
+    pub async fn get_following(
+        &self,
+        scopes: &[String],
+        url: Url,
+        accept: Option<&str>,
+        attempts: u32,
+    ) -> Result<Response> {
         let accept = accept.map(str::to_string);
         let mk = |u: Url| {
             let a = accept.clone();
@@ -514,18 +609,16 @@ impl Client {
                 }
             }
         };
-        let mut resp = self.send(scopes, mk(url.clone())).await?;
+        let mut resp = self.send_n(scopes, mk(url.clone()), attempts).await?;
         let mut hops = 0;
         let mut current = url;
         while resp.status().is_redirection() && hops < 5 {
             hops += 1;
             let next = self.resolve_location(&current, &resp)?;
-            let same_host = next.host_str() == self.base.host_str()
-                && next.port_or_known_default() == self.base.port_or_known_default();
-            resp = if same_host {
-                self.send(scopes, mk(next.clone())).await?
+            resp = if next.origin() == self.base.origin() {
+                self.send_n(scopes, mk(next.clone()), attempts).await?
             } else {
-                self.send_raw(mk(next.clone())).await?
+                self.send_raw_n(mk(next.clone()), None, attempts).await?
             };
             current = next;
         }
@@ -565,6 +658,15 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether an error is worth another try.
+pub fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Registry { retryable, .. } => *retryable,
+        Error::Io { .. } => true,
+        _ => false,
+    }
 }
 
 /// Scope strings for a repository.

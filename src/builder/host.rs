@@ -5,12 +5,40 @@
 
 use std::process::{Command, Stdio};
 
-use super::{Artifacts, Plan};
+use super::{Artifacts, Builder, Plan};
+use crate::layer::Tree;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+/// The host backend: the host's cargo, reading the project in place.
+pub struct HostBuilder {
+    progress: Progress,
+}
+
+impl HostBuilder {
+    pub fn new(progress: &Progress) -> Self {
+        HostBuilder { progress: *progress }
+    }
+}
+
+impl Builder for HostBuilder {
+    fn compile(&self, plan: &Plan, _source: &Tree) -> Result<Artifacts> {
+        build(plan, &self.progress)
+    }
+}
+
+/// `rustc -vV` of the host toolchain (its identity: version, commit, host,
+/// LLVM), part of the plan's inputs so a toolchain update is a cache miss.
+pub fn toolchain_identity() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().map_err(|e| Error::Build {
+        message: format!("cannot run the host's rustc ({e}); install Rust or use the docker backend"),
+        output: String::new(),
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Builds with the host's cargo.
-pub fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
+fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
     let target_dir = plan.project.join("target/kiln/host");
     let cargo_home = std::env::var("CARGO_HOME")
         .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
@@ -55,7 +83,9 @@ pub fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
             });
         }
         if plan.verbose {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                progress.echo(None, line);
+            }
         }
         Ok(())
     };

@@ -18,10 +18,73 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Artifacts, PinnedImage, Plan};
+use super::source;
+use super::{Artifacts, Builder, PinnedImage, Plan};
+use crate::context::Context;
+use crate::layer::{Compression, LayerOptions, Tree};
 use crate::progress::Progress;
+use crate::reference::RegistryRef;
 use crate::store::daemon;
+use crate::time::Timestamp;
 use crate::{Error, Result};
+
+/// The docker backend: the pinned builder image on the engine DOCKER_HOST names.
+pub struct DockerBuilder {
+    progress: Progress,
+    /// Where the "this volume fetched this Cargo.lock" markers live.
+    fetched: std::path::PathBuf,
+}
+
+impl DockerBuilder {
+    pub fn new(ctx: &Context) -> Result<Self> {
+        Ok(DockerBuilder {
+            progress: ctx.progress,
+            fetched: ctx.cache.fetched()?,
+        })
+    }
+}
+
+impl Builder for DockerBuilder {
+    fn compile(&self, plan: &Plan, source_tree: &Tree) -> Result<Artifacts> {
+        let pinned = plan.builder.clone().ok_or_else(|| {
+            Error::invalid(
+                "builder",
+                "(none)",
+                "the docker backend needs a builder image; set [build] builder",
+            )
+        })?;
+        let staging = tempfile::tempdir().map_err(|e| Error::Io {
+            context: "temp dir".into(),
+            source: e,
+        })?;
+        let tar_path = staging.path().join("source.tar");
+        let mut upload = if plan.src_dir() == source::SRC_DIR {
+            source_tree.clone()
+        } else {
+            source::collect(&plan.project, &plan.src_dir())?
+        };
+        if let Some(ca) = &plan.ca_bundle {
+            let bytes = std::fs::read(ca).map_err(Error::read(ca))?;
+            upload.add_bytes(CA_PATH, bytes, 0o644, "ca bundle")?;
+        }
+        // Sources go in with the current time as mtime so cargo's freshness
+        // check always sees them as new: a warm target cache can never serve
+        // a stale crate. mtimes never reach the binary; the cache key uses
+        // fixed ones.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let opts = LayerOptions {
+            timestamp: Timestamp(now),
+            uid: 0,
+            gid: 0,
+            compression: Compression::None,
+        };
+        crate::layer::write_layer(&upload, &opts, &tar_path, &|_| {})?;
+        build(plan, &pinned, &tar_path, &self.progress, &self.fetched)
+    }
+}
 
 /// Label on every container and volume kiln creates.
 pub const LABEL: &str = "dev.kiln.owner";
@@ -40,7 +103,7 @@ fn engine_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '
         } else if text.contains("no space left") {
             "; the engine's disk is full: `docker system prune` frees space"
         } else if text.contains("connect") || text.contains("Connection refused") || text.contains("No such file") {
-            "; is the engine running? start it (scripts/dev-env.sh up) or set DOCKER_HOST"
+            "; is the engine running? start it or set DOCKER_HOST"
         } else {
             ""
         };
@@ -69,8 +132,10 @@ async fn ensure_image(docker: &Docker, pinned: &PinnedImage, progress: &Progress
 /// Resolves an image reference (tag) to a digest through the engine: pulls
 /// the tag, then reads the repo digest the engine recorded.
 pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::Digest> {
-    let (repo, tag) = split_tag(reference);
-    let opts = CreateImageOptionsBuilder::default().from_image(repo).tag(tag).build();
+    let r = RegistryRef::parse(reference)?;
+    let repo = format!("{}/{}", r.registry, r.repository);
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    let opts = CreateImageOptionsBuilder::default().from_image(&repo).tag(&tag).build();
     let mut s = docker.create_image(Some(opts), None, None);
     while let Some(r) = s.next().await {
         r.map_err(engine_err(&format!("pulling {reference}")))?;
@@ -82,7 +147,10 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
     let digests = info.repo_digests.unwrap_or_default();
     let found = digests
         .iter()
-        .find_map(|d| d.strip_prefix(&format!("{repo}@")))
+        .find_map(|d| {
+            d.strip_prefix(&format!("{repo}@"))
+                .or_else(|| d.strip_prefix(&format!("{}@", r.repository)))
+        })
         .or_else(|| digests.first().and_then(|d| d.split_once('@').map(|(_, d)| d)))
         .ok_or_else(|| Error::Engine {
             message: format!("{reference} has no registry digest in the engine; push it to a registry first"),
@@ -90,25 +158,23 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
     found.parse()
 }
 
-/// `repo:tag` → (`repo`, `tag`), `latest` when absent.
-pub fn split_tag(reference: &str) -> (&str, &str) {
-    match reference.rsplit_once(':') {
-        Some((r, t)) if !t.contains('/') => (r, t),
-        _ => (reference, "latest"),
-    }
-}
-
 /// Runs the fetch and build phases for `plan`; `source_tar` holds the
 /// project (and CA bundle) as a tar to unpack at `/`.
-pub fn build(plan: &Plan, pinned: &PinnedImage, source_tar: &Path, progress: &Progress) -> Result<Artifacts> {
+fn build(
+    plan: &Plan,
+    pinned: &PinnedImage,
+    source_tar: &Path,
+    progress: &Progress,
+    fetched: &Path,
+) -> Result<Artifacts> {
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
         let docker = daemon::connect()?;
         docker.ping().await.map_err(|e| Error::Engine {
-            message: format!("the engine does not answer ({e}); start it (scripts/dev-env.sh up) or set DOCKER_HOST"),
+            message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
         })?;
-        let flow = run(&docker, plan, pinned, source_tar, progress, created.clone());
+        let flow = run(&docker, plan, pinned, source_tar, progress, fetched, created.clone());
         let r = tokio::select! {
             r = flow => r,
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
@@ -155,6 +221,7 @@ async fn run(
     pinned: &PinnedImage,
     source_tar: &Path,
     progress: &Progress,
+    fetched: &Path,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<Artifacts> {
     let image = ensure_image(docker, pinned, progress).await?;
@@ -174,7 +241,7 @@ async fn run(
     // Phase 1: fetch, with network. Skipped when this cargo-home volume
     // already fetched this exact Cargo.lock (a marker on the host); if the
     // offline build then misses a crate anyway, kiln fetches and retries.
-    let marker = fetch_marker(plan, pinned);
+    let marker = fetch_marker(plan, pinned, fetched);
     let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
     if !skipped_fetch {
         fetch(docker, plan, pinned, &image, source_tar, progress, created.clone()).await?;
@@ -263,18 +330,7 @@ async fn fetch(
         }
     }
     // Proxies the user's environment names are part of the network, not the build.
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-    ] {
-        if let Ok(v) = std::env::var(k) {
-            env.push(format!("{k}={v}"));
-        }
-    }
+    env.extend(plan.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
     let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", plan.src_dir()));
     let sp = progress.spinner("fetching dependencies (network on)");
     let fetch = Phase {
@@ -299,15 +355,10 @@ async fn fetch(
 }
 
 /// Host-side record that a cargo-home volume holds every crate of a Cargo.lock.
-fn fetch_marker(plan: &Plan, pinned: &PinnedImage) -> Option<std::path::PathBuf> {
+fn fetch_marker(plan: &Plan, pinned: &PinnedImage, fetched: &Path) -> Option<std::path::PathBuf> {
     let lock = std::fs::read(plan.project.join("Cargo.lock")).ok()?;
     let key = crate::digest::Digest::of(&[lock.as_slice(), plan.target.as_bytes()].concat());
-    Some(
-        super::cache_dir()
-            .join("fetched")
-            .join(plan.cargo_volume(pinned))
-            .join(key.hex()),
-    )
+    Some(fetched.join(plan.cargo_volume(pinned)).join(key.hex()))
 }
 
 /// Whether an offline build failed for want of a crate that a fetch would bring.
@@ -414,7 +465,7 @@ async fn run_phase(
                 bar.set_message(format!("{}: {shown}", phase.name));
             }
             if plan.verbose {
-                bar.suspend(|| eprintln!("{line}"));
+                Progress::hidden().echo(Some(bar), &line);
             }
             tail.push_back(line);
             if tail.len() > 80 {

@@ -1,0 +1,320 @@
+//! `kiln build`: kiln.toml + Cargo project → pinned builder → binary →
+//! assembled [`Image`]. The parts: [`plan`] (config → [`plan::Inputs`], the
+//! cache key), [`pin`] (kiln.lock), a [`Builder`] ([`docker`] or [`host`])
+//! that compiles, and the assembly. [`build`] returns the image; the caller
+//! scans it and hands it to one [`crate::store::Outputs`] sink — the build
+//! never knows how many destinations there are. An identical build is
+//! answered from the input-addressed cache without touching the engine.
+
+pub mod docker;
+pub mod host;
+pub mod pin;
+pub mod plan;
+pub mod project;
+pub mod resolve;
+pub mod source;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use pin::LockState;
+pub use plan::{Inputs, Plan, Variation};
+
+use crate::assemble::{self, AssembleSpec};
+use crate::context::Context;
+use crate::digest::{Digest, HashingWriter};
+use crate::image::Image;
+use crate::layer::{AddSpec, Compression, LayerOptions, Tree};
+use crate::oci::Platform;
+use crate::reference::{ImageRef, RegistryRef};
+use crate::store::Sink as _;
+use crate::time::Timestamp;
+use crate::{Error, Result};
+
+/// Which builder runs cargo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A container from the pinned builder image (the default).
+    Docker,
+    /// The host's own cargo: same normalization, toolchain not pinned.
+    Host,
+}
+
+/// An image reference pinned to a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedImage {
+    pub reference: String,
+    pub digest: Digest,
+}
+
+impl PinnedImage {
+    /// `repo@sha256:…`, the form that runs.
+    pub fn by_digest(&self) -> String {
+        match RegistryRef::parse(&self.reference) {
+            Ok(r) => {
+                let r = r.by_digest(&self.digest);
+                format!("{}/{}@{}", r.registry, r.repository, self.digest)
+            }
+            // Not a registry name (an engine-only image): keep it as written.
+            Err(_) => {
+                let name = self.reference.split('@').next().unwrap_or(&self.reference);
+                let repo = match name.rsplit_once(':') {
+                    Some((r, t)) if !t.contains('/') => r,
+                    _ => name,
+                };
+                format!("{repo}@{}", self.digest)
+            }
+        }
+    }
+}
+
+/// Compiles a plan's binary. The docker backend runs the pinned builder
+/// image; the host backend the host's cargo.
+pub trait Builder {
+    /// Builds the binary from the project's source tree.
+    fn compile(&self, plan: &Plan, source: &Tree) -> Result<Artifacts>;
+}
+
+/// What a builder hands back.
+#[derive(Debug)]
+pub struct Artifacts {
+    pub binary: Vec<u8>,
+    /// The builder's CA bundle, when it has one.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// `rustc -V` of the toolchain that built it.
+    pub toolchain: String,
+}
+
+/// Reads the builder's out dir (as a tar from the archive API).
+pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifacts> {
+    let mut ar = tar::Archive::new(tar_bytes);
+    let mut binary = None;
+    let mut ca = None;
+    let mut toolchain = String::new();
+    let entries = ar
+        .entries()
+        .map_err(|e| Error::format("builder output", e.to_string()))?;
+    for e in entries {
+        let mut e = e.map_err(|e| Error::format("builder output", e.to_string()))?;
+        let name = e.path().map_err(|e| Error::format("builder output", e.to_string()))?;
+        let name = name
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf)
+            .map_err(|e| Error::format("builder output", e.to_string()))?;
+        match name.as_str() {
+            "binary" => binary = Some(buf),
+            "ca.crt" => ca = Some(buf),
+            "toolchain" => toolchain = String::from_utf8_lossy(&buf).trim().to_string(),
+            _ => {}
+        }
+    }
+    Ok(Artifacts {
+        binary: binary.ok_or_else(|| Error::format("builder output", format!("binary `{bin}` missing")))?,
+        ca_bundle: ca,
+        toolchain,
+    })
+}
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub project: std::path::PathBuf,
+    pub locked: bool,
+    pub backend: Option<Backend>,
+    pub builder: Option<String>,
+    pub no_cache: bool,
+    /// Build from empty cache volumes (implies no_cache); they are removed after.
+    pub fresh: bool,
+    pub verbose: bool,
+    pub timestamp: Option<Timestamp>,
+    /// Deliberate variation of the build (kiln verify).
+    pub variation: Option<Variation>,
+    /// HTTP(S)_PROXY/NO_PROXY for the fetch phase.
+    pub proxy_env: Vec<(String, String)>,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct BuildResult {
+    pub image: Image,
+    pub cache_hit: bool,
+    pub lock_state: LockState,
+    pub toolchain: String,
+    pub toolchain_pinned: bool,
+    pub timings: Vec<(&'static str, f64)>,
+    pub plan: Plan,
+}
+
+/// The default output of `kiln build`.
+pub fn default_out(project: &Path, version: &str) -> ImageRef {
+    let tag = if crate::reference::valid_tag(version) {
+        Some(version.to_string())
+    } else {
+        None
+    };
+    ImageRef::Oci {
+        dir: project.join("target/kiln/image"),
+        tag,
+    }
+}
+
+/// Hash of the plan's inputs and the source content: the input-addressed
+/// cache key.
+pub fn cache_key(plan: &Plan, source: &Tree) -> Result<Digest> {
+    let opts = LayerOptions {
+        timestamp: Timestamp(0),
+        uid: 0,
+        gid: 0,
+        compression: Compression::None,
+    };
+    let (info, _) = crate::layer::write_layer_to(source, &opts, std::io::sink(), &|_| {})?;
+    let mut h = HashingWriter::new(std::io::sink());
+    use std::io::Write;
+    let _ = writeln!(
+        h,
+        "kiln-build-cache v1 kiln {} format {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::ASSEMBLY_FORMAT_VERSION
+    );
+    let _ = h.write_all(&crate::oci::canonical_json(&plan.inputs));
+    let _ = writeln!(h, "\nsource {}", info.diff_id);
+    Ok(h.finish().1)
+}
+
+/// Runs a whole build and returns the image (not yet scanned or written).
+pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
+    let progress = &ctx.progress;
+    let mut timings = Vec::new();
+    let t0 = Instant::now();
+    let (mut plan, builder_ref) = resolve::resolve(req)?;
+    let lock_state = pin::pin(ctx, &mut plan, builder_ref.as_deref(), req.locked, false)?;
+    let source_tree = source::collect(&req.project, source::SRC_DIR)?;
+    let key = cache_key(&plan, &source_tree)?;
+    timings.push(("plan", t0.elapsed().as_secs_f64()));
+    let cache = ctx.cache.images()?;
+    let cache_tag = key.hex();
+    let cached = if req.no_cache || req.fresh {
+        None
+    } else {
+        crate::store::layout::read(&cache, Some(&cache_tag), None).ok()
+    };
+    let toolchain_pinned = plan.backend == Backend::Docker;
+    let (image, cache_hit, toolchain) = match cached {
+        Some(img) => (img, true, String::from("(cached)")),
+        None => {
+            let t = Instant::now();
+            let builder: Box<dyn Builder> = match plan.backend {
+                Backend::Docker => Box::new(docker::DockerBuilder::new(ctx)?),
+                Backend::Host => Box::new(host::HostBuilder::new(progress)),
+            };
+            let artifacts = builder.compile(&plan, &source_tree)?;
+            timings.push(("compile", t.elapsed().as_secs_f64()));
+            let t = Instant::now();
+            let image = assemble_image(ctx, &plan, &artifacts)?;
+            timings.push(("assemble", t.elapsed().as_secs_f64()));
+            // Into the cache, so the next identical build skips the engine
+            // (not a deliberately varied one: that is verify's to judge).
+            if plan.variation.is_none()
+                && let Err(e) = crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone())).put(&image)
+            {
+                progress.warn(&format!(
+                    "could not store the build in the cache {} ({e})",
+                    cache.display()
+                ));
+            }
+            (image, false, artifacts.toolchain)
+        }
+    };
+    Ok(BuildResult {
+        image,
+        cache_hit,
+        lock_state,
+        toolchain,
+        toolchain_pinned,
+        timings,
+        plan,
+    })
+}
+
+/// Puts the binary and the recipe's files into an image.
+pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Result<Image> {
+    let im = &plan.image;
+    let mut extra = Tree::new();
+    let staging = tempfile::tempdir().map_err(|e| Error::Io {
+        context: "temp dir".into(),
+        source: e,
+    })?;
+    let bin_file = staging.path().join("binary");
+    std::fs::write(&bin_file, &artifacts.binary).map_err(Error::write(&bin_file))?;
+    extra.add_host_file(
+        &im.bin_path,
+        bin_file,
+        artifacts.binary.len() as u64,
+        0o755,
+        "the built binary",
+    )?;
+    if im.passwd {
+        let (u, g) = im.user.ids();
+        let (u, g) = (u.unwrap_or(65532), g.unwrap_or(65532));
+        let passwd =
+            format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{u}:{g}:nonroot:/home/nonroot:/sbin/nologin\n");
+        let group = format!("root:x:0:\nnonroot:x:{g}:\n");
+        extra.add_bytes("/etc/passwd", passwd.into_bytes(), 0o644, "recipe")?;
+        extra.add_bytes("/etc/group", group.into_bytes(), 0o644, "recipe")?;
+    }
+    if im.ca_bundle
+        && let Some(ca) = &artifacts.ca_bundle
+    {
+        extra.add_bytes(
+            "/etc/ssl/certs/ca-certificates.crt",
+            ca.clone(),
+            0o644,
+            "builder CA bundle",
+        )?;
+    }
+    if im.tmp {
+        extra.add_dir("/tmp", 0o1777, "recipe")?;
+    }
+    let mut spec = AssembleSpec::new(Platform::host());
+    spec.base = match (&im.base_digest, ImageRef::parse(&im.base)?) {
+        (Some(d), ImageRef::Registry(mut r)) => {
+            r.digest = Some(d.clone());
+            ImageRef::Registry(r)
+        }
+        (_, other) => other,
+    };
+    spec.extra = extra;
+    spec.adds = im
+        .files
+        .iter()
+        .map(|(src, dest, mode)| AddSpec {
+            src: plan.project.join(src),
+            dest: crate::layer::tree::normalize_dest(dest).unwrap_or_default(),
+            mode: *mode,
+        })
+        .collect();
+    spec.entrypoint = Some(im.entrypoint.clone());
+    spec.cmd = im.cmd.clone();
+    spec.env = im.env.clone();
+    spec.user = Some(im.user.clone());
+    spec.workdir = im.workdir.clone();
+    spec.labels = im.labels.clone();
+    spec.ports = im.ports.clone();
+    spec.stop_signal = im.stop_signal.clone();
+    spec.layer = LayerOptions {
+        timestamp: plan.timestamp,
+        uid: 0,
+        gid: 0,
+        compression: Compression::default(),
+    };
+    let image = assemble::assemble(ctx, &spec, None)?;
+    drop(staging);
+    Ok(image)
+}

@@ -1,0 +1,303 @@
+//! Resolving a build: kiln.toml, Cargo.toml and the recipe read and
+//! validated into a [`Plan`] (every error with file:line:column and a fix).
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::plan::{ImagePlan, Inputs, Plan, confine, git_timestamp};
+use super::{Backend, BuildRequest, host, project};
+use crate::config::recipe::{self, Recipe};
+use crate::config::{ImageSection, KilnToml, PortValue, Source};
+use crate::reference::ImageRef;
+use crate::settings::{Port, Signal, User};
+use crate::{Error, Result};
+
+fn spanned_str(s: &Option<Spanned<String>>) -> Option<(String, std::ops::Range<usize>)> {
+    s.as_ref().map(|v| (v.get_ref().clone(), v.span()))
+}
+
+/// Reads kiln.toml, Cargo.toml and the recipe and validates them into a plan
+/// (without the builder pin, which needs the lock). Also returns the builder
+/// reference to pin.
+pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
+    let toml_path = req.project.join("kiln.toml");
+    let (cfg, text): (KilnToml, String) = KilnToml::load(&toml_path)?;
+    let src = Source {
+        file: &toml_path,
+        text: &text,
+    };
+    let at = |span: std::ops::Range<usize>, msg: String| Error::Config(src.error(span, msg));
+
+    let recipe_name = spanned_str(&cfg.image.recipe).unwrap_or(("scratch-static".into(), 0..0));
+    let recipe: Recipe = recipe::get(&recipe_name.0).map_err(|e| at(recipe_name.1.clone(), e.to_string()))?;
+
+    let package_arg = spanned_str(&cfg.build.package);
+    let pkg =
+        project::find(&req.project, package_arg.as_ref().map(|p| p.0.as_str())).map_err(|e| match &package_arg {
+            Some((_, span)) => at(span.clone(), e.to_string()),
+            None => e,
+        })?;
+    let bin = match spanned_str(&cfg.build.bin) {
+        Some((b, span)) => {
+            if !pkg.bins.contains(&b) {
+                return Err(at(
+                    span,
+                    format!(
+                        "package `{}` has no binary `{b}`; binaries: {}",
+                        pkg.name,
+                        pkg.bins.join(", ")
+                    ),
+                ));
+            }
+            b
+        }
+        None => match pkg.bins.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(Error::invalid(
+                    "project",
+                    pkg.dir.display().to_string(),
+                    format!("package `{}` has no binary target (src/main.rs or [[bin]])", pkg.name),
+                ));
+            }
+            many if many.contains(&pkg.name) => pkg.name.clone(),
+            many => {
+                return Err(Error::invalid(
+                    "kiln.toml",
+                    toml_path.display().to_string(),
+                    format!(
+                        "several binaries ({}); choose one with [build] bin = \"NAME\"",
+                        many.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    let backend = match req.backend {
+        Some(b) => b,
+        None => match spanned_str(&cfg.build.backend) {
+            None => Backend::Docker,
+            Some((b, _)) if b == "docker" => Backend::Docker,
+            Some((b, _)) if b == "host" => Backend::Host,
+            Some((b, span)) => return Err(at(span, format!("unknown backend `{b}`; write \"docker\" or \"host\""))),
+        },
+    };
+    let profile = spanned_str(&cfg.build.profile)
+        .map(|p| p.0)
+        .unwrap_or_else(|| "release".into());
+    let target = match spanned_str(&cfg.build.target) {
+        Some((t, span)) => {
+            if t.split('-').count() < 3 || t.contains(char::is_whitespace) {
+                return Err(at(
+                    span,
+                    format!("`{t}` is not a target triple; e.g. x86_64-unknown-linux-gnu"),
+                ));
+            }
+            t
+        }
+        None => recipe.target.clone(),
+    };
+    let mut rustflags = recipe.rustflags.clone();
+    rustflags.extend(cfg.build.rustflags.iter().cloned());
+    let ca_bundle = match spanned_str(&cfg.build.ca_bundle) {
+        Some((p, span)) => {
+            let path = confine(&req.project, &p).map_err(|e| at(span.clone(), format!("ca_bundle: {e}")))?;
+            if !path.is_file() {
+                return Err(at(
+                    span,
+                    format!("CA bundle `{p}` is not a file; give a PEM file in the project or remove ca_bundle"),
+                ));
+            }
+            Some(path)
+        }
+        None => ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    };
+    let env = cfg
+        .build
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+        .collect();
+
+    let image = resolve_image(
+        &cfg.image,
+        &src,
+        &recipe,
+        recipe_name.1.clone(),
+        &req.project,
+        &pkg,
+        &bin,
+    )?;
+    let timestamp = match req.timestamp {
+        Some(t) => t,
+        None => git_timestamp(&req.project),
+    };
+    let builder_ref = req
+        .builder
+        .clone()
+        .or_else(|| spanned_str(&cfg.build.builder).map(|b| b.0));
+    if backend == Backend::Docker && builder_ref.is_none() {
+        return Err(Error::Config(src.error(
+            0..0,
+            "no builder image: set [build] builder = \"REGISTRY/REPO:TAG\" (scripts/dev-env.sh prints a local one), \
+             pass --builder, or use --backend host",
+        )));
+    }
+    let host_toolchain = match backend {
+        Backend::Host => Some(host::toolchain_identity()?),
+        Backend::Docker => None,
+    };
+    let plan = Plan {
+        inputs: Inputs {
+            backend,
+            package: package_arg.map(|p| p.0),
+            package_name: pkg.name,
+            package_version: pkg.version,
+            bin,
+            features: cfg.build.features.clone(),
+            no_default_features: cfg.build.no_default_features,
+            profile,
+            target,
+            rustflags,
+            env,
+            builder: None,
+            timestamp,
+            recipe: recipe.name.clone(),
+            recipe_text: recipe.text.to_string(),
+            image,
+            host_toolchain,
+        },
+        project: req.project.clone(),
+        verbose: req.verbose,
+        variation: req.variation.clone(),
+        ca_bundle,
+        proxy_env: req.proxy_env.clone(),
+        fresh: req.fresh.then(|| {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            )
+        }),
+    };
+    Ok((plan, builder_ref))
+}
+
+/// The `[image]` side of kiln.toml over the recipe's defaults, validated.
+fn resolve_image(
+    im: &ImageSection,
+    src: &Source,
+    recipe: &Recipe,
+    recipe_span: std::ops::Range<usize>,
+    project: &Path,
+    pkg: &project::Package,
+    bin: &str,
+) -> Result<ImagePlan> {
+    let at = |span: std::ops::Range<usize>, msg: String| Error::Config(src.error(span, msg));
+    let base = spanned_str(&im.base).unwrap_or((recipe.base.clone(), 0..0));
+    if base.0 != "scratch" {
+        let span = if im.base.is_some() {
+            base.1.clone()
+        } else {
+            recipe_span.clone()
+        };
+        match ImageRef::parse(&base.0) {
+            Ok(ImageRef::Oci { .. }) | Ok(ImageRef::Registry(_)) | Ok(ImageRef::DockerArchive { .. }) => {}
+            Ok(_) => {
+                return Err(at(
+                    span,
+                    format!("base `{}`: use scratch, oci:DIR[:TAG] or a registry reference", base.0),
+                ));
+            }
+            Err(e) => return Err(at(span, format!("base `{}`: {e}", base.0))),
+        }
+    }
+    let user = match spanned_str(&im.user) {
+        Some((u, span)) => User::parse(&u, "[image] user").map_err(|e| at(span, e.to_string()))?,
+        None => User::parse(&recipe.user, "the recipe's user")?,
+    };
+    let workdir = match spanned_str(&im.workdir) {
+        Some((w, span)) if !w.starts_with('/') => {
+            return Err(at(span, format!("workdir `{w}` must be absolute, e.g. \"/{w}\"")));
+        }
+        other => other.map(|w| w.0),
+    };
+    let mut ports = Vec::new();
+    for p in &im.ports {
+        let text = match p.get_ref() {
+            PortValue::Number(n) => n.to_string(),
+            PortValue::Text(t) => t.clone(),
+        };
+        ports.push(Port::parse(&text, "[image] ports").map_err(|e| at(p.span(), e.to_string()))?);
+    }
+    let stop_signal = match spanned_str(&im.stop_signal) {
+        Some((s, span)) => Some(Signal::parse(&s, "[image] stop_signal").map_err(|e| at(span, e.to_string()))?),
+        None => None,
+    };
+    let mut files = Vec::new();
+    for f in &im.files {
+        let v = f.get_ref();
+        let mode = match &v.mode {
+            Some(m) => Some(u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
+                at(
+                    f.span(),
+                    format!("mode `{m}` is not octal permission bits; write e.g. \"0644\""),
+                )
+            })?),
+            None => None,
+        };
+        crate::layer::tree::normalize_dest(&v.dest).map_err(|r| at(f.span(), format!("dest `{}`: {r}", v.dest)))?;
+        if Path::new(&v.src).is_absolute() || v.src.split('/').any(|c| c == "..") {
+            return Err(at(
+                f.span(),
+                format!("src `{}` must be a path inside the project, without `..`", v.src),
+            ));
+        }
+        if !project.join(&v.src).exists() {
+            return Err(at(f.span(), format!("src `{}` does not exist in the project", v.src)));
+        }
+        confine(project, &v.src).map_err(|e| at(f.span(), format!("src: {e}")))?;
+        files.push((v.src.clone(), v.dest.clone(), mode));
+    }
+    for (k, _) in im.env.iter().chain(im.labels.iter()) {
+        if k.is_empty() || k.contains('=') || k.contains(char::is_whitespace) {
+            return Err(Error::Config(src.error(
+                0..0,
+                format!("key `{k}` in [image] env/labels must be non-empty without `=` or spaces"),
+            )));
+        }
+    }
+    let bin_path = format!("{}/{}", recipe.bin_dir.trim_end_matches('/'), bin);
+    let mut labels: Vec<(String, String)> = vec![
+        ("org.opencontainers.image.title".into(), pkg.name.clone()),
+        ("org.opencontainers.image.version".into(), pkg.version.clone()),
+    ];
+    for (k, v) in &im.labels {
+        labels.retain(|(lk, _)| lk != k);
+        labels.push((k.clone(), v.clone()));
+    }
+    Ok(ImagePlan {
+        base: base.0,
+        base_digest: None,
+        entrypoint: im.entrypoint.clone().unwrap_or_else(|| vec![bin_path.clone()]),
+        cmd: im.cmd.clone(),
+        env: im.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        user,
+        workdir,
+        ports,
+        labels,
+        stop_signal,
+        files,
+        passwd: recipe.passwd,
+        ca_bundle: recipe.ca_bundle,
+        tmp: recipe.tmp,
+        bin_path,
+    })
+}

@@ -1,0 +1,52 @@
+//! `kiln pull REF --out REF`: an image from a registry, every blob verified
+//! as it streams into the content store, written to any output.
+
+use kiln::context::Context;
+use kiln::store::{Outputs, Sink as _, registry};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// HOST[:PORT]/REPO[:TAG][@DIGEST].
+    #[arg(value_name = "REF")]
+    image: String,
+    /// Where to write it (oci:DIR[:TAG], docker-archive:FILE, docker-daemon:NAME).
+    #[arg(long = "out", value_name = "REF", required = true)]
+    outs: Vec<String>,
+    /// Platform to pick from a multi-platform image [default: the host's].
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    digest: String,
+    platform: String,
+    size: u64,
+    outputs: Vec<String>,
+}
+
+pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
+    let r = super::push::registry_ref("image", &a.image)?;
+    let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
+    let outputs = Outputs::parse(ctx, &a.outs)?;
+    let image = registry::pull(ctx, &r, platform.as_ref())?;
+    outputs.put(&image)?;
+    let outs: Vec<String> = outputs.refs().iter().map(|o| o.to_string()).collect();
+    if json {
+        let report = Report {
+            digest: image.digest().to_string(),
+            platform: image.platform().to_string(),
+            size: image.total_size(),
+            outputs: outs,
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!("{}", image.digest());
+        if !quiet {
+            for o in &outs {
+                eprintln!("wrote {o}");
+            }
+        }
+    }
+    Ok(0)
+}

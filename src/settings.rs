@@ -1,0 +1,147 @@
+//! Validated image settings that come from flags and from kiln.toml alike:
+//! a port, a user, a stop signal. Each is parsed once into its type; the
+//! error names where the value came from (`--expose`, `[image] ports`, …).
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::{Error, Result};
+
+/// Where a value came from, for the error message (a flag or a kiln.toml field).
+pub type Origin = &'static str;
+
+macro_rules! string_newtype {
+    ($t:ident) => {
+        impl $t {
+            /// The canonical text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        // Serialized as the plain string: the cache key and JSON reports
+        // stay what they were when these were strings.
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+/// An exposed port, canonical `PORT/PROTO` (`8080/tcp`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port(String);
+string_newtype!(Port);
+
+impl Port {
+    /// Parses `PORT` or `PORT/tcp|udp|sctp`, PORT in 1..65535.
+    pub fn parse(s: &str, origin: Origin) -> Result<Self> {
+        let bad = || {
+            Error::invalid(
+                origin,
+                s,
+                "expected PORT or PORT/tcp|udp|sctp with PORT in 1..65535, e.g. 8080 or 53/udp",
+            )
+        };
+        let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        let p: u16 = port.parse().map_err(|_| bad())?;
+        if p == 0 || !["tcp", "udp", "sctp"].contains(&proto) {
+            return Err(bad());
+        }
+        Ok(Port(format!("{p}/{proto}")))
+    }
+}
+
+/// The user a container runs as: `UID[:GID]` or `NAME[:GROUP]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User(String);
+string_newtype!(User);
+
+impl User {
+    /// Checks `UID[:GID]` or `NAME[:GROUP]`.
+    pub fn parse(s: &str, origin: Origin) -> Result<Self> {
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && (p.bytes().all(|b| b.is_ascii_digit())
+                    || (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0] == b'_')
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b)))
+        };
+        let ok = match s.split_once(':') {
+            Some((u, g)) => part_ok(u) && part_ok(g),
+            None => part_ok(s),
+        };
+        if ok {
+            Ok(User(s.to_string()))
+        } else {
+            Err(Error::invalid(
+                origin,
+                s,
+                "expected UID[:GID] or NAME[:GROUP], e.g. 65532:65532",
+            ))
+        }
+    }
+
+    /// Numeric (uid, gid) when the user is given by number.
+    pub fn ids(&self) -> (Option<u32>, Option<u32>) {
+        let (u, g) = self.0.split_once(':').unwrap_or((&self.0, &self.0));
+        (u.parse().ok(), g.parse().ok())
+    }
+}
+
+/// A stop signal: a `SIGTERM`-style name or a number 1..64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal(String);
+string_newtype!(Signal);
+
+impl Signal {
+    /// Checks a stop signal.
+    pub fn parse(s: &str, origin: Origin) -> Result<Self> {
+        let named = s.strip_prefix("SIG").is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-')
+        });
+        let numeric = s.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n));
+        if named || numeric {
+            Ok(Signal(s.to_string()))
+        } else {
+            Err(Error::invalid(
+                origin,
+                s,
+                "expected a signal name like SIGTERM or a number 1..64",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_their_origin() {
+        assert_eq!(Port::parse("53/udp", "--expose").unwrap().as_str(), "53/udp");
+        assert_eq!(Port::parse("8080", "--expose").unwrap().as_str(), "8080/tcp");
+        let e = Port::parse("0", "[image] ports").unwrap_err().to_string();
+        assert!(e.starts_with("invalid [image] ports `0`"), "{e}");
+        assert!(User::parse("Root", "--user").is_err());
+        assert_eq!(
+            User::parse("65532:65532", "u").unwrap().ids(),
+            (Some(65532), Some(65532))
+        );
+        assert!(Signal::parse("SIGTERM", "s").is_ok() && Signal::parse("9", "s").is_ok());
+        assert!(
+            Signal::parse("TERM", "[image] stop_signal")
+                .unwrap_err()
+                .to_string()
+                .contains("[image] stop_signal")
+        );
+    }
+}
