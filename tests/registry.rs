@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 use common::registry::{self, Fault, FaultProxy};
 use common::*;
 
-/// A kiln command isolated from the host's docker config and caches.
-fn k(env: &Path) -> Command {
-    let mut c = kiln();
-    c.env("KILN_CACHE_DIR", env.join("cache"))
-        .env("DOCKER_CONFIG", env.join("docker"))
+/// kiln in the sandbox, also isolated from the host's docker config, with short retry delays.
+fn k(sb: &Sandbox) -> Command {
+    let mut c = sb.kiln();
+    c.env("DOCKER_CONFIG", sb.join("docker"))
         .env("KILN_RETRY_BASE_MS", "10");
     c
 }
 
 /// Assembles a small image with `seed` in it; returns (oci ref, digest).
-fn make_image(dir: &Path, name: &str, seed: &str, bytes: usize) -> (String, String) {
-    let src = dir.join(format!("{name}-files"));
+fn make_image(sb: &Sandbox, name: &str, seed: &str, bytes: usize) -> (String, String) {
+    let src = sb.join(format!("{name}-files"));
     fs::create_dir_all(&src).unwrap();
     // Poorly compressible content so uploads carry real bytes.
     let mut data = Vec::with_capacity(bytes);
@@ -40,16 +39,17 @@ fn make_image(dir: &Path, name: &str, seed: &str, bytes: usize) -> (String, Stri
     }
     fs::write(src.join("data"), &data).unwrap();
     fs::write(src.join("seed"), seed).unwrap();
-    let layout = dir.join(format!("{name}-layout"));
+    let layout = sb.join(format!("{name}-layout"));
     let r = format!("oci:{}:{name}", layout.display());
-    let d = stdout(&ok(kiln()
+    let d = stdout(&ok(sb
+        .kiln()
         .args(["assemble", "--quiet", "--add"])
         .arg(format!("{}:/data", src.display()))
         .args(["--out", &r])));
     (r, d)
 }
 
-fn run_with_stdin(mut c: Command, input: &str) -> Output {
+fn run_with_stdin(c: &mut Command, input: &str) -> Output {
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
@@ -74,10 +74,10 @@ fn skopeo_digest(reference: &str, extra: &[&str]) -> Option<String> {
 fn plain_http_round_trips_with_skopeo_both_ways() {
     require_tool("skopeo");
     let reg = registry::plain();
-    let t = tempfile::tempdir().unwrap();
-    let (src, digest) = make_image(t.path(), "one", "plain", 300_000);
+    let sb = Sandbox::new();
+    let (src, digest) = make_image(&sb, "one", "plain", 300_000);
     // kiln pushes (two tags), skopeo reads.
-    let out = ok(k(t.path()).args([
+    let out = ok(k(&sb).args([
         "push",
         "--json",
         &src,
@@ -94,7 +94,7 @@ fn plain_http_round_trips_with_skopeo_both_ways() {
             Some(digest.as_str())
         );
     }
-    let copied = t.path().join("skopeo-copy");
+    let copied = sb.join("skopeo-copy");
     ok(Command::new("skopeo")
         .args(["copy", "--src-tls-verify=false"])
         .arg(format!("docker://{}/kiln/one:v1", reg.addr))
@@ -106,7 +106,7 @@ fn plain_http_round_trips_with_skopeo_both_ways() {
     );
 
     // Re-push: nothing uploaded, only HEADs.
-    let out = ok(k(t.path()).args(["push", "--json", &src, &format!("{}/kiln/one:v1", reg.addr)]));
+    let out = ok(k(&sb).args(["push", "--json", &src, &format!("{}/kiln/one:v1", reg.addr)]));
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["uploaded"], 0);
     assert_eq!(
@@ -115,7 +115,7 @@ fn plain_http_round_trips_with_skopeo_both_ways() {
         "re-push is HEADs only"
     );
     // A second repository on the same registry: blobs are mounted, not uploaded.
-    let out = ok(k(t.path()).args(["push", "--json", &src, &format!("{}/kiln/two:v1", reg.addr)]));
+    let out = ok(k(&sb).args(["push", "--json", &src, &format!("{}/kiln/two:v1", reg.addr)]));
     let mounted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (mounted["mounted"].as_u64(), mounted["uploaded"].as_u64()),
@@ -127,19 +127,19 @@ fn plain_http_round_trips_with_skopeo_both_ways() {
     );
 
     // skopeo pushes, kiln pulls and verifies.
-    let (src2, digest2) = make_image(t.path(), "three", "skopeo-side", 200_000);
+    let (src2, digest2) = make_image(&sb, "three", "skopeo-side", 200_000);
     ok(Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
         .arg(&src2)
         .arg(format!("docker://{}/kiln/three:v1", reg.addr)));
-    let pulled = t.path().join("pulled");
-    let out = ok(k(t.path())
+    let pulled = sb.join("pulled");
+    let out = ok(k(&sb)
         .args(["pull", &format!("{}/kiln/three:v1", reg.addr), "--out"])
         .arg(format!("oci:{}:p", pulled.display())));
     assert_eq!(stdout(&out), digest2);
     assert_eq!(validate(&pulled)[0].digest, digest2);
     // By digest too.
-    ok(k(t.path())
+    ok(k(&sb)
         .args(["pull", &format!("{}/kiln/three@{digest2}", reg.addr), "--out"])
         .arg(format!("oci:{}:bydigest", pulled.display())));
 }
@@ -149,13 +149,13 @@ fn tls_with_basic_auth_from_stdin_config_json_and_a_credential_helper() {
     require_tool("skopeo");
     let password = "p@ss w:rd\"'$%ü";
     let reg = registry::tls_basic("kiln", password);
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let certs = reg.certs_dir.clone().unwrap();
-    let (src, digest) = make_image(t.path(), "sec", "tls", 100_000);
+    let (src, digest) = make_image(&sb, "sec", "tls", 100_000);
     let dest = format!("{}/kiln/sec:v1", reg.addr);
 
     // Without credentials: a clear error, nothing pushed.
-    let mut c = k(t.path());
+    let mut c = k(&sb);
     c.env("KILN_CERTS_DIR", &certs).args(["push", &src, &dest]);
     let err = fails(&mut c);
     assert!(
@@ -163,19 +163,19 @@ fn tls_with_basic_auth_from_stdin_config_json_and_a_credential_helper() {
         "{err}"
     );
     // Without the CA: TLS fails, with a message.
-    let err = fails(k(t.path()).args(["push", &src, &dest]));
+    let err = fails(k(&sb).args(["push", &src, &dest]));
     assert!(err.contains(&reg.addr), "{err}");
 
     // 1. --username + --password-stdin.
-    let mut c = k(t.path());
+    let mut c = k(&sb);
     c.env("KILN_CERTS_DIR", &certs)
         .args(["push", "--username", "kiln", "--password-stdin", &src, &dest]);
-    let out = run_with_stdin(c, &format!("{password}\n"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_with_stdin(&mut c, &format!("{password}\n"));
+    assert!(out.status.success(), "{}", explain(&c, &out));
     assert_eq!(stdout(&out), digest);
 
     // 2. config.json auths.
-    let docker_dir = t.path().join("docker");
+    let docker_dir = sb.join("docker");
     fs::create_dir_all(&docker_dir).unwrap();
     let auth = base64_encode(&format!("kiln:{password}"));
     fs::write(
@@ -183,15 +183,15 @@ fn tls_with_basic_auth_from_stdin_config_json_and_a_credential_helper() {
         format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
     )
     .unwrap();
-    let pulled = t.path().join("pulled");
-    ok(k(t.path())
+    let pulled = sb.join("pulled");
+    ok(k(&sb)
         .env("KILN_CERTS_DIR", &certs)
         .args(["pull", &dest, "--out"])
         .arg(format!("oci:{}:a", pulled.display())));
     assert_eq!(validate(&pulled)[0].digest, digest);
 
     // 3. a credential helper on PATH named by credHelpers.
-    let bin = t.path().join("bin");
+    let bin = sb.join("bin");
     fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-kilntest");
     let reply = serde_json::json!({"ServerURL": reg.addr, "Username": "kiln", "Secret": password}).to_string();
@@ -199,7 +199,7 @@ fn tls_with_basic_auth_from_stdin_config_json_and_a_credential_helper() {
         &helper,
         format!(
             "#!/bin/sh\nread server\necho \"$server\" > {}/helper-called\ncat <<'EOF'\n{reply}\nEOF\n",
-            t.path().display()
+            sb.path().display()
         ),
     )
     .unwrap();
@@ -211,16 +211,13 @@ fn tls_with_basic_auth_from_stdin_config_json_and_a_credential_helper() {
     )
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let (src2, digest2) = make_image(t.path(), "helper", "via-helper", 50_000);
-    ok(k(t.path()).env("KILN_CERTS_DIR", &certs).env("PATH", &path).args([
+    let (src2, digest2) = make_image(&sb, "helper", "via-helper", 50_000);
+    ok(k(&sb).env("KILN_CERTS_DIR", &certs).env("PATH", &path).args([
         "push",
         &src2,
         &format!("{}/kiln/helper:v1", reg.addr),
     ]));
-    assert_eq!(
-        fs::read_to_string(t.path().join("helper-called")).unwrap().trim(),
-        reg.addr
-    );
+    assert_eq!(fs::read_to_string(sb.join("helper-called")).unwrap().trim(), reg.addr);
     let skopeo = skopeo_digest(
         &format!("{}/kiln/helper:v1", reg.addr),
         &[
@@ -244,32 +241,32 @@ fn token_auth_runs_the_real_bearer_flow() {
     let password = "t0ken-p@ss";
     let refresh = "refresh-token-for-kiln";
     let reg = registry::token("kiln", password, refresh);
-    let t = tempfile::tempdir().unwrap();
-    let (src, digest) = make_image(t.path(), "tok", "token", 100_000);
+    let sb = Sandbox::new();
+    let (src, digest) = make_image(&sb, "tok", "token", 100_000);
     let dest = format!("{}/kiln/tok:v1", reg.addr);
-    let err = fails(k(t.path()).args(["push", &src, &dest]));
+    let err = fails(k(&sb).args(["push", &src, &dest]));
     assert!(
         err.contains("token server refused") || err.contains("authentication"),
         "{err}"
     );
-    let mut c = k(t.path());
+    let mut c = k(&sb);
     c.args(["push", "--username", "kiln", "--password-stdin", &src, &dest]);
-    let out = run_with_stdin(c, password);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_with_stdin(&mut c, password);
+    assert!(out.status.success(), "{}", explain(&c, &out));
     assert!(
         !reg.token_server.as_ref().unwrap().issued.lock().unwrap().is_empty(),
         "tokens were issued"
     );
     // An identity token in config.json goes through the OAuth2 POST form.
-    let docker_dir = t.path().join("docker");
+    let docker_dir = sb.join("docker");
     fs::create_dir_all(&docker_dir).unwrap();
     fs::write(
         docker_dir.join("config.json"),
         format!(r#"{{"auths":{{"{}":{{"identitytoken":"{refresh}"}}}}}}"#, reg.addr),
     )
     .unwrap();
-    let pulled = t.path().join("pulled");
-    ok(k(t.path())
+    let pulled = sb.join("pulled");
+    ok(k(&sb)
         .args(["pull", &dest, "--out"])
         .arg(format!("oci:{}:t", pulled.display())));
     assert_eq!(validate(&pulled)[0].digest, digest);
@@ -278,23 +275,16 @@ fn token_auth_runs_the_real_bearer_flow() {
     assert_eq!(got.as_deref(), Some(digest.as_str()));
 }
 
-/// Every file below `dir`, as bytes.
+/// Every regular file below `dir`, as bytes.
 fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() {
-                out.push((p.clone(), fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out
+    walk(dir)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect()
 }
 
 #[test]
@@ -302,27 +292,27 @@ fn passwords_and_tokens_appear_nowhere() {
     let password = "Sup3r$ecret:with spaces\"and'quotes\\ü%";
     let reg = registry::token("kiln", password, "unused-refresh");
     let basic = registry::tls_basic("kiln", password);
-    let t = tempfile::tempdir().unwrap();
-    let (src, _) = make_image(t.path(), "leak", "leak", 100_000);
+    let sb = Sandbox::new();
+    let (src, _) = make_image(&sb, "leak", "leak", 100_000);
     let mut transcript = Vec::new();
     for (dest, certs) in [
         (format!("{}/kiln/leak:v1", reg.addr), None),
         (format!("{}/kiln/leak:v1", basic.addr), basic.certs_dir.clone()),
     ] {
         for args in [vec!["push", "--json", &src, &dest], vec!["push", &src, &dest]] {
-            let mut c = k(t.path());
+            let mut c = k(&sb);
             if let Some(cd) = &certs {
                 c.env("KILN_CERTS_DIR", cd);
             }
             c.args(["--debug-registry", "--username", "kiln", "--password-stdin"])
                 .args(&args);
-            let out = run_with_stdin(c, password);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = run_with_stdin(&mut c, password);
+            assert!(out.status.success(), "{}", explain(&c, &out));
             transcript.extend_from_slice(&out.stdout);
             transcript.extend_from_slice(&out.stderr);
         }
         // A failing run (wrong password) must not echo the secret either.
-        let mut c = k(t.path());
+        let mut c = k(&sb);
         if let Some(cd) = &certs {
             c.env("KILN_CERTS_DIR", cd);
         }
@@ -336,8 +326,8 @@ fn passwords_and_tokens_appear_nowhere() {
             &dest,
         ]);
         let wrong = format!("{password}-wrong");
-        let out = run_with_stdin(c, &wrong);
-        assert!(!out.status.success());
+        let out = run_with_stdin(&mut c, &wrong);
+        assert!(!out.status.success(), "{}", explain(&c, &out));
         transcript.extend_from_slice(&out.stdout);
         transcript.extend_from_slice(&out.stderr);
     }
@@ -355,7 +345,8 @@ fn passwords_and_tokens_appear_nowhere() {
             .cloned(),
     );
     assert!(secrets.len() > 2, "tokens were issued");
-    let files = all_files(t.path());
+    let mut files = all_files(&sb.path());
+    files.extend(all_files(&sb.cache()));
     for s in &secrets {
         assert!(!text.contains(s.as_str()), "a secret leaked to the output");
         for (p, bytes) in &files {
@@ -401,16 +392,16 @@ fn random_faults_end_in_a_valid_image_or_a_clean_error() {
             _ => Some(Fault::ServerError(503)),
         }
     });
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let (mut ok_count, mut err_count) = (0, 0);
     let mut previous: Option<String> = None;
     for i in 0..50 {
         if i == 25 {
             rate.store(65, std::sync::atomic::Ordering::SeqCst);
         }
-        let (src, digest) = make_image(t.path(), &format!("f{i}"), &format!("fault-{i}"), 150_000);
+        let (src, digest) = make_image(&sb, &format!("f{i}"), &format!("fault-{i}"), 150_000);
         let dest = format!("{}/kiln/faults:latest", proxy.addr);
-        let out = k(t.path()).args(["push", &src, &dest]).output().unwrap();
+        let out = k(&sb).args(["push", &src, &dest]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
         let now = skopeo_digest(&format!("{}/kiln/faults:latest", reg.addr), &["--tls-verify=false"]);
@@ -422,7 +413,7 @@ fn random_faults_end_in_a_valid_image_or_a_clean_error() {
                 "push {i} succeeded: the tag names the new image"
             );
             // The whole image is there: skopeo can copy it (every blob verified).
-            let copy = t.path().join(format!("copy{i}"));
+            let copy = sb.join(format!("copy{i}"));
             ok(Command::new("skopeo")
                 .args(["copy", "--src-tls-verify=false"])
                 .arg(format!("docker://{}/kiln/faults:latest", reg.addr))
@@ -454,16 +445,16 @@ fn random_faults_end_in_a_valid_image_or_a_clean_error() {
 #[test]
 fn a_wrong_digest_from_the_registry_fails_the_pull_and_stores_nothing() {
     let reg = registry::plain();
-    let t = tempfile::tempdir().unwrap();
-    let (src, _) = make_image(t.path(), "bad", "corrupt-me", 100_000);
-    ok(k(t.path()).args(["push", &src, &format!("{}/kiln/bad:v1", reg.addr)]));
+    let sb = Sandbox::new();
+    let (src, _) = make_image(&sb, "bad", "corrupt-me", 100_000);
+    ok(k(&sb).args(["push", &src, &format!("{}/kiln/bad:v1", reg.addr)]));
     let proxy = FaultProxy::start(&reg.addr, |m, p| {
         (m == "GET" && p.contains("/blobs/")).then_some(Fault::Corrupt)
     });
-    let fresh = tempfile::tempdir().unwrap();
-    let out_dir = fresh.path().join("out");
+    let fresh = Sandbox::new();
+    let out_dir = fresh.join("out");
     let err = fails(
-        k(fresh.path())
+        k(&fresh)
             .args(["pull", &format!("{}/kiln/bad:v1", proxy.addr), "--out"])
             .arg(format!("oci:{}", out_dir.display())),
     );
@@ -472,7 +463,7 @@ fn a_wrong_digest_from_the_registry_fails_the_pull_and_stores_nothing() {
         "{err}"
     );
     assert!(!out_dir.exists(), "no output");
-    let store = fresh.path().join("cache/blobs/sha256");
+    let store = fresh.cache().join("blobs/sha256");
     let stored: Vec<_> = fs::read_dir(&store)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -482,16 +473,16 @@ fn a_wrong_digest_from_the_registry_fails_the_pull_and_stores_nothing() {
 #[test]
 fn retry_after_is_honoured_and_chunked_uploads_resume() {
     let reg = registry::plain();
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     // One 429 (Retry-After: 1) on the first blob HEAD.
     let first = std::sync::atomic::AtomicBool::new(true);
     let proxy = FaultProxy::start(&reg.addr, move |m, p| {
         (m == "HEAD" && p.contains("/blobs/") && first.swap(false, std::sync::atomic::Ordering::SeqCst))
             .then_some(Fault::TooMany)
     });
-    let (src, digest) = make_image(t.path(), "ra", "retry-after", 50_000);
+    let (src, digest) = make_image(&sb, "ra", "retry-after", 50_000);
     let started = Instant::now();
-    ok(k(t.path()).args(["push", &src, &format!("{}/kiln/ra:v1", proxy.addr)]));
+    ok(k(&sb).args(["push", &src, &format!("{}/kiln/ra:v1", proxy.addr)]));
     assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
     assert_eq!(
         skopeo_digest(&format!("{}/kiln/ra:v1", reg.addr), &["--tls-verify=false"]).as_deref(),
@@ -503,8 +494,8 @@ fn retry_after_is_honoured_and_chunked_uploads_resume() {
     let proxy = FaultProxy::start(&reg.addr, move |m, _| {
         (m == "PATCH" && n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1).then_some(Fault::DropRequest)
     });
-    let (src, digest) = make_image(t.path(), "ch", "chunked", 400_000);
-    let out = ok(k(t.path()).args([
+    let (src, digest) = make_image(&sb, "ch", "chunked", 400_000);
+    let out = ok(k(&sb).args([
         "push",
         "--debug-registry",
         "--chunk-size",
@@ -527,11 +518,11 @@ fn retry_after_is_honoured_and_chunked_uploads_resume() {
 fn a_multi_platform_index_is_pushed_after_its_children() {
     require_tool("skopeo");
     let reg = registry::plain();
-    let t = tempfile::tempdir().unwrap();
-    fs::write(t.path().join("f"), "multi\n").unwrap();
-    let layout = t.path().join("layout");
+    let sb = Sandbox::new();
+    fs::write(sb.join("f"), "multi\n").unwrap();
+    let layout = sb.join("layout");
     let l = layout.display();
-    let amd = stdout(&ok(kiln().current_dir(t.path()).args([
+    let amd = stdout(&ok(sb.kiln().args([
         "assemble",
         "--quiet",
         "--add",
@@ -541,7 +532,7 @@ fn a_multi_platform_index_is_pushed_after_its_children() {
         "--out",
         &format!("oci:{l}:amd"),
     ])));
-    let arm = stdout(&ok(kiln().current_dir(t.path()).args([
+    let arm = stdout(&ok(sb.kiln().args([
         "assemble",
         "--quiet",
         "--add",
@@ -569,7 +560,7 @@ fn a_multi_platform_index_is_pushed_after_its_children() {
     fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
 
     let dest = format!("{}/kiln/multi:v1", reg.addr);
-    let out = ok(k(t.path()).args(["push", &format!("oci:{l}:multi"), &dest]));
+    let out = ok(k(&sb).args(["push", &format!("oci:{l}:multi"), &dest]));
     assert_eq!(stdout(&out), digest, "the index is pushed as stored");
     let raw = ok(Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
@@ -582,7 +573,7 @@ fn a_multi_platform_index_is_pushed_after_its_children() {
             skopeo_digest(&child, &["--tls-verify=false"]).as_deref(),
             Some(want.as_str())
         );
-        let copy = t.path().join(format!("copy-{}", &want[7..19]));
+        let copy = sb.join(format!("copy-{}", &want[7..19]));
         ok(Command::new("skopeo")
             .args(["copy", "--src-tls-verify=false"])
             .arg(format!("docker://{child}"))
@@ -590,8 +581,8 @@ fn a_multi_platform_index_is_pushed_after_its_children() {
         assert_eq!(validate(&copy)[0].digest, *want);
     }
     // kiln pulls the platform it is asked for.
-    let pulled = t.path().join("pulled");
-    let out = ok(k(t.path())
+    let pulled = sb.join("pulled");
+    let out = ok(k(&sb)
         .args(["pull", "--platform", "linux/arm64", &dest, "--out"])
         .arg(format!("oci:{}:p", pulled.display())));
     assert_eq!(stdout(&out), arm);
