@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -494,6 +495,7 @@ fn bad_input_gives_a_clear_error_and_leaves_nothing_behind() {
 }
 
 #[test]
+#[ignore = "needs the BlobWriter staging fix (issue 9/10)"]
 fn a_kill_mid_write_leaves_no_partial_blob_or_index_entry() {
     let sb = Sandbox::new();
     let t = &sb.path();
@@ -514,6 +516,7 @@ fn a_kill_mid_write_leaves_no_partial_blob_or_index_entry() {
         "for i in 1 2 3 4; do head -c 40000000 /dev/urandom > {}/part$i; done",
         big.display()
     )));
+    let mut killed_running = 0;
     for delay_ms in [150u64, 400, 900] {
         let mut child = sb
             .kiln()
@@ -521,18 +524,30 @@ fn a_kill_mid_write_leaves_no_partial_blob_or_index_entry() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
         let _ = child.kill(); // SIGKILL: no cleanup code runs
         let _ = child.wait();
+        assert_eq!(
+            layout_root(&layout),
+            ["blobs/", "index.json", "oci-layout"],
+            "after a kill at {delay_ms} ms the layout root holds only the layout"
+        );
         let checked = validate(&layout); // every file in blobs/ is complete
         let digests: Vec<&str> = checked.iter().map(|c| c.digest.as_str()).collect();
         assert!(digests.contains(&first.as_str()), "the earlier image is intact");
         // Either the kill came first (only "keep"), or kiln finished (both valid).
-        let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-        for m in index["manifests"].as_array().unwrap() {
-            let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap();
-            assert!(tag == "keep" || tag == "big", "unexpected entry {m}");
-        }
+        let tags: Vec<String> = layout_tags(&layout).into_keys().collect();
+        assert!(
+            tags == ["keep"] || tags == ["big", "keep"],
+            "after a kill at {delay_ms} ms: tags {tags:?}"
+        );
     }
+    assert!(
+        killed_running > 0,
+        "no kill hit a running kiln: the data is too small to interrupt"
+    );
     // A later run completes normally in the same layout.
     ok(sb.kiln().args([
         "assemble",
@@ -542,17 +557,39 @@ fn a_kill_mid_write_leaves_no_partial_blob_or_index_entry() {
         "--out",
         "oci:layout:again",
     ]));
-    assert_eq!(
-        validate(&layout).len(),
-        if fs::read_to_string(layout.join("index.json"))
-            .unwrap()
-            .contains("\"big\"")
-        {
-            3
-        } else {
-            2
-        }
-    );
+    assert_eq!(layout_root(&layout), ["blobs/", "index.json", "oci-layout"]);
+    let tags = layout_tags(&layout);
+    assert_eq!(validate(&layout).len(), tags.len());
+    assert!(tags.contains_key("keep") && tags.contains_key("again"), "{tags:?}");
+}
+
+/// The names in a layout's root, directories with a trailing `/`, sorted.
+fn layout_root(layout: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(layout)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let slash = if e.file_type().unwrap().is_dir() { "/" } else { "" };
+            format!("{}{slash}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A layout's tags and the digests they name, from index.json.
+fn layout_tags(layout: &Path) -> BTreeMap<String, String> {
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str();
+            let tag = tag.unwrap_or_else(|| panic!("an index entry without a tag: {m}"));
+            (tag.to_string(), m["digest"].as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 #[test]
@@ -562,12 +599,20 @@ fn concurrent_writers_to_one_layout_keep_every_tag() {
     for i in 0..6 {
         fs::write(t.join(format!("f{i}")), format!("{i}\n")).unwrap();
     }
-    ok(sb
-        .kiln()
-        .args(["assemble", "--quiet", "--add", "f0:/f", "--out", "oci:layout:t0"]));
+    let mut want = BTreeMap::new();
+    let t0 = stdout(&ok(sb.kiln().args([
+        "assemble",
+        "--quiet",
+        "--add",
+        "f0:/f",
+        "--out",
+        "oci:layout:t0",
+    ])));
+    want.insert("t0".to_string(), t0);
     let children: Vec<_> = (1..6)
         .map(|i| {
-            sb.kiln()
+            let child = sb
+                .kiln()
                 .args([
                     "assemble",
                     "--quiet",
@@ -576,12 +621,27 @@ fn concurrent_writers_to_one_layout_keep_every_tag() {
                     "--out",
                     &format!("oci:layout:t{i}"),
                 ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
-                .unwrap()
+                .unwrap();
+            (format!("t{i}"), child)
         })
         .collect();
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for (tag, c) in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "writer {tag} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        want.insert(tag, stdout(&out));
     }
-    assert_eq!(validate(&t.join("layout")).len(), 6);
+    let layout = t.join("layout");
+    assert_eq!(layout_tags(&layout), want, "every tag, each naming its writer's image");
+    let mut checked: Vec<String> = validate(&layout).into_iter().map(|c| c.digest).collect();
+    checked.sort();
+    let mut digests: Vec<String> = want.into_values().collect();
+    digests.sort();
+    assert_eq!(checked, digests);
 }

@@ -135,10 +135,15 @@ fn checkouts_environments_and_cache_states_give_the_same_digest() {
         .args(["build", "--json", "--fresh", "--builder", &builder()]));
     let cold: serde_json::Value = serde_json::from_slice(&cold.stdout).unwrap();
     // Warm: the shared cache volumes, another checkout path, another env.
+    // --no-cache: both are real builds, not answers from the input cache.
     let warm1 = build(&b, &pb, &["--no-cache"]);
     let warm2 = build(&b, &pb, &["--no-cache"]);
     assert_eq!(cold["cache"], "miss");
     assert_eq!(warm1["cache"], "miss");
+    assert_eq!(
+        warm2["cache"], "miss",
+        "the second warm build was built, not answered from the cache"
+    );
     assert_eq!(
         cold["digest"], warm1["digest"],
         "cold build in one checkout vs warm build in another"
@@ -152,6 +157,7 @@ fn the_cache_answers_unchanged_inputs_and_misses_changed_ones() {
     let sb = Sandbox::new();
     let p = checkout("hello-http", &sb.join("hello"));
     let first = build(&sb, &p, &[]);
+    assert_eq!(first["cache"], "miss");
     let t = Instant::now();
     let second = build(&sb, &p, &[]);
     assert_eq!(second["cache"], "hit");
@@ -169,7 +175,8 @@ fn the_cache_answers_unchanged_inputs_and_misses_changed_ones() {
     assert_ne!(third["digest"], first["digest"]);
     let mut engine = EngineObjects::new();
     let image = engine.image(format!("{}:1", unique("kiln-test/changed")));
-    build(&sb, &p, &["--out", &format!("docker-daemon:{image}")]);
+    let fourth = build(&sb, &p, &["--out", &format!("docker-daemon:{image}")]);
+    assert_eq!(fourth["digest"], third["digest"]);
     let run = ok(Command::new("docker").args(["run", "--rm", &image, "--once"]));
     assert_eq!(stdout(&run), "hello again from kiln");
 }
