@@ -32,11 +32,19 @@ cp -a "$work/tree" "$work/double/b"
 tree_mb=$(du -sm "$work/tree" | cut -f1)
 files=$(find "$work/tree" -type f | wc -l)
 
-# Prints "seconds peak_kb" for one run of a shell command.
+# Prints "seconds peak_kb" for one run of a shell command; fails (with its
+# output on stderr) when the command fails.
 measure() {
+    local s e
     sync
-    /usr/bin/time -f '%e %M' -o "$work/t" sh -c "$1" >/dev/null 2>&1
-    cat "$work/t"
+    s=$(date +%s.%N)
+    if ! /usr/bin/time -f '%M' -o "$work/t" sh -c "$1" >"$work/out.log" 2>&1; then
+        echo "bench: \`$1\` failed:" >&2
+        tail -n 30 "$work/out.log" >&2
+        exit 1
+    fi
+    e=$(date +%s.%N)
+    echo "$(elapsed "$s" "$e") $(tail -1 "$work/t")"
 }
 
 declare -A cmd
@@ -56,10 +64,13 @@ layer=$(find "$work/out/blobs/sha256" -type f -size +1M -printf '%s\n' | sort -n
 gzip_size=$(stat -c %s "$work/gzip.tgz")
 pigz_size=$(stat -c %s "$work/pigz.tgz")
 
+declare -A sub_mem sub_mb
 for t in half double; do
     rm -rf "$work/out-$t"
-    read -r s m < <(measure "$kiln assemble --quiet --add $work/$t:/tree --out oci:$work/out-$t")
-    eval "mem_$t=$m; mb_$t=$(du -sm "$work/$t" | cut -f1)"
+    measure "$kiln assemble --quiet --add $work/$t:/tree --out oci:$work/out-$t" >"$work/$t.times"
+    read -r _ m <"$work/$t.times"
+    sub_mem[$t]=$m
+    sub_mb[$t]=$(du -sm "$work/$t" | cut -f1)
 done
 
 # The example binary: time and size of assembling it.
@@ -91,13 +102,14 @@ with \`pigz -n -6 -p 2\`. kiln writes a complete OCI layout (layer, config, mani
 | tar \| gzip -n -6 | ${secs[gzip]} | $(ratio "${secs[kiln]}" "${secs[gzip]}")× | $gzip_size | | $((mem[gzip] / 1024)) MB (time of sh) |
 | tar \| pigz -n -6 -p 2 | ${secs[pigz]} | $(ratio "${secs[kiln]}" "${secs[pigz]}")× | $pigz_size | $(pct "$pigz_size" "$gzip_size") | $((mem[pigz] / 1024)) MB (time of sh) |
 
-Peak memory against tree size (kiln streams; memory should not follow the tree):
+Peak memory against tree size (kiln streams; memory should not follow the tree; half and double are
+single runs, full is the median above):
 
 | tree | size | kiln peak RSS |
 | --- | --- | --- |
-| half (files in name order up to half the bytes) | ${mb_half} MB | $((mem_half / 1024)) MB |
+| half (files in name order up to half the bytes) | ${sub_mb[half]} MB | $((sub_mem[half] / 1024)) MB |
 | full | $tree_mb MB | $((mem[kiln] / 1024)) MB |
-| double (two copies) | ${mb_double} MB | $((mem_double / 1024)) MB |
+| double (two copies) | ${sub_mb[double]} MB | $((sub_mem[double] / 1024)) MB |
 
 Example binary (\`examples/hello-http\`, static, $ex_bin bytes) onto scratch: ${ex_secs} s wall,
 layer $ex_layer bytes.

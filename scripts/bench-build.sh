@@ -37,27 +37,43 @@ sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/kiln/ki
 bk() { (cd "$work/ctx" && DOCKER_BUILDKIT=1 "$docker" build -q -t kiln-bench/bk:latest .); }
 legacy() { (cd "$work/ctx" && DOCKER_BUILDKIT=0 "$docker" build -q --no-cache -f Dockerfile.legacy -t kiln-bench/legacy:latest .); }
 kb() { (cd "$work/kiln" && "$kiln" build --quiet "$@"); }
+# kb_json FILE ARGS...: kiln build with its --json report written to FILE.
+kb_json() { local out=$1; shift; (cd "$work/kiln" && "$kiln" build --json "$@" >"$out"); }
+# expect_cache FILE WANT WHAT: the report in FILE says "cache": WANT, or the benchmark stops.
+expect_cache() {
+    local got
+    got=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["cache"])' "$1")
+    [ "$got" = "$2" ] || { echo "bench: $3: kiln build reported cache: $got, expected $2" >&2; exit 1; }
+}
 prune_bk() { "$docker" builder prune -af >/dev/null 2>&1; "$docker" rmi -f kiln-bench/bk:latest >/dev/null 2>&1 || true; }
-flip=0
+# A one-line change no earlier run has seen: neither BuildKit's cache nor
+# kiln's input cache can answer it.
 one_line_change() {
-    flip=$((1 - flip))
+    local stamp
+    stamp="$(date +%s%N)-$RANDOM"
     for d in ctx kiln; do
-        sed -i "s/message: \"hello from kiln[^\"]*\"/message: \"hello from kiln $flip\"/" "$work/$d/src/main.rs"
+        sed -i "s/message: \"hello from kiln[^\"]*\"/message: \"hello from kiln $stamp\"/" "$work/$d/src/main.rs"
+        grep -q "hello from kiln $stamp" "$work/$d/src/main.rs" || { echo "bench: the one-line change did not apply to $d" >&2; exit 1; }
     done
 }
 
 declare -A t
 : >"$work/cold.bk"; : >"$work/cold.kiln"; : >"$work/warm.bk"; : >"$work/warm.kiln"; : >"$work/edit.bk"; : >"$work/edit.kiln"
-for _ in $(seq "$RUNS"); do
+for i in $(seq "$RUNS"); do
+    # kiln's input cache starts empty in every run.
+    export KILN_CACHE_DIR=$work/kiln-cache-$i
     prune_bk
     wall_time bk >>"$work/cold.bk"; echo >>"$work/cold.bk"
     wall_time bk >>"$work/warm.bk"; echo >>"$work/warm.bk"
-    wall_time kb --fresh >>"$work/cold.kiln"; echo >>"$work/cold.kiln"
+    wall_time kb_json "$work/r.json" --fresh >>"$work/cold.kiln"; echo >>"$work/cold.kiln"
+    expect_cache "$work/r.json" miss "cold run $i"
     kb >/dev/null # fill kiln's caches (volumes and input cache) for the warm case
-    wall_time kb >>"$work/warm.kiln"; echo >>"$work/warm.kiln"
+    wall_time kb_json "$work/r.json" >>"$work/warm.kiln"; echo >>"$work/warm.kiln"
+    expect_cache "$work/r.json" hit "warm run $i"
     one_line_change
     wall_time bk >>"$work/edit.bk"; echo >>"$work/edit.bk"
-    wall_time kb >>"$work/edit.kiln"; echo >>"$work/edit.kiln"
+    wall_time kb_json "$work/r.json" >>"$work/edit.kiln"; echo >>"$work/edit.kiln"
+    expect_cache "$work/r.json" miss "edit run $i"
 done
 for k in cold.bk cold.kiln warm.bk warm.kiln edit.bk edit.kiln; do
     t[$k]=$(grep -v '^$' "$work/$k" | median)
@@ -88,6 +104,9 @@ section=$(cat <<EOF
 
 Measured $(date -u +%Y-%m-%d), \`RUNS=$RUNS scripts/bench-build.sh\`, median of $RUNS runs, same run, same
 builder image by digest, project \`examples/with-deps\` (tokio, serde, serde_json: 22 crates).
+Every run starts kiln with an empty input cache (\`KILN_CACHE_DIR\`) and makes a one-line change no
+earlier run made; kiln's \`--json\` report said \`cache: miss\` for every cold and edit run and
+\`cache: hit\` for every warm run (the script checks).
 Peer: a multi-stage Dockerfile built by BuildKit (Engine $("$docker" version --format '{{.Server.Version}}'), \`DOCKER_BUILDKIT=1\`) with
 cache mounts for the cargo registry and the target dir, scratch runtime stage (in the script).
 
@@ -96,7 +115,7 @@ cache mounts for the cargo registry and the target dir, scratch runtime stage (i
 | cold: BuildKit cache pruned; kiln \`--fresh\` (empty volumes, no input cache) | ${t[cold.bk]} | ${t[cold.kiln]} | $(ratio "${t[cold.kiln]}" "${t[cold.bk]}")× |
 | warm, no change | ${t[warm.bk]} | ${t[warm.kiln]} | $(ratio "${t[warm.kiln]}" "${t[warm.bk]}")× |
 | after a one-line source change | ${t[edit.bk]} | ${t[edit.kiln]} | $(ratio "${t[edit.kiln]}" "${t[edit.bk]}")× |
-| legacy builder (\`DOCKER_BUILDKIT=0\`, no cache mounts), cold | $legacy_s | | |
+| legacy builder (\`DOCKER_BUILDKIT=0\`, no cache mounts), cold, single run | $legacy_s | | |
 
 Final image size (engine's count): kiln $size_kiln bytes (static binary, passwd/group, CA bundle, /tmp);
 BuildKit $size_bk bytes and legacy $size_legacy bytes (static binary only; same RUSTFLAGS).

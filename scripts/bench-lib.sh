@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the benchmark scripts (sourced, not run).
 
 # median < numbers
@@ -9,13 +10,29 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 # pct A B -> relative difference of A against B
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f%%", (a - b) * 100 / b }'; }
 
-# wall_time CMD... -> seconds (two decimals) of one run; output discarded
+# secs S -> S seconds for a table: three decimals below one second, two above
+secs() { awk -v d="$1" 'BEGIN { printf (d < 1 ? "%.3f" : "%.2f"), d }'; }
+
+# elapsed START END -> seconds between two `date +%s.%N` stamps, as secs prints them
+elapsed() { secs "$(awk -v s="$1" -v e="$2" 'BEGIN { printf "%.6f", e - s }')"; }
+
+# wall_time CMD... -> seconds of one run (as secs prints them); the command's
+# output is discarded. When the command fails, prints its status and the end
+# of its output on stderr and fails: a failed run is never timed.
 wall_time() {
-    local s e
+    local s e rc=0 log
+    log=$(mktemp)
     s=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
+    "$@" >"$log" 2>&1 || rc=$?
     e=$(date +%s.%N)
-    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }'
+    if [ "$rc" -ne 0 ]; then
+        printf 'bench: "%s" failed (exit %d); its last output:\n' "$*" "$rc" >&2
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        return "$rc"
+    fi
+    rm -f "$log"
+    elapsed "$s" "$e"
 }
 
 # write_section NAME TEXT: replaces <!-- NAME:begin -->…<!-- NAME:end --> in

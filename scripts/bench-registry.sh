@@ -2,25 +2,45 @@
 # Benchmark of kiln's registry client against skopeo on the dev-env registry,
 # same run: push of a ~200 MB image, re-push of the unchanged image (time and
 # number of requests), push to a second repository (mount vs upload), pull.
-# Regenerates the "kiln push / pull" section of BENCHMARKS.md.
+# Both tools push the same gzip blobs (kiln assemble's default compression,
+# which skopeo copies as they are); the script checks that both repositories
+# hold the same layer digests. Regenerates the "kiln push / pull" section of
+# BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 RUNS=${RUNS:-3}
 bench_setup reg
 reg=$KILN_REGISTRY
-# ~200 MB of incompressible data; a new image for every run, so neither tool
-# can mount blobs the other (or an earlier run) already pushed.
+# ~200 MB of incompressible data in one gzip layer; a new image for every
+# run, so neither tool can mount blobs the other (or an earlier run) already pushed.
 make_image() {
     rm -rf "$work/data" && mkdir -p "$work/data"
     for p in 1 2 3 4; do head -c 50000000 /dev/urandom >"$work/data/part$p"; done
     rm -rf "$work/layout"
-    "$kiln" assemble --quiet --add "$work/data:/data" --compression none --out "oci:$work/layout:big" >/dev/null
+    "$kiln" assemble --quiet --add "$work/data:/data" --out "oci:$work/layout:big" >/dev/null
+}
+# layer_digests REF (a skopeo transport:reference) -> the manifest's layer digests, one a line
+layer_digests() {
+    skopeo inspect --raw --tls-verify=false "$1" |
+        python3 -c 'import json, sys; print("\n".join(l["digest"] for l in json.load(sys.stdin)["layers"]))'
+}
+# same_layers A B: both registry repositories hold the layout's layers, or the benchmark stops.
+same_layers() {
+    local want a b
+    want=$(layer_digests "oci:$work/layout:big")
+    a=$(layer_digests "docker://$1")
+    b=$(layer_digests "docker://$2")
+    if [ -z "$want" ] || [ "$a" != "$want" ] || [ "$b" != "$want" ]; then
+        printf 'bench: the two tools did not push the same layers\n  layout: %s\n  %s: %s\n  %s: %s\n' \
+            "$want" "$1" "$a" "$2" "$b" >&2
+        exit 1
+    fi
 }
 make_image
 size_mb=$(du -sm "$work/layout/blobs" | cut -f1)
 run=$(date +%s)
-sk() { skopeo "$@" >/dev/null 2>&1; }
+sk() { skopeo "$@"; }
 declare -A t
 for k in push repush second pull; do : >"$work/kiln.$k"; : >"$work/skopeo.$k"; done
 for i in $(seq "$RUNS"); do
@@ -37,6 +57,8 @@ for i in $(seq "$RUNS"); do
     rm -rf "$work/pull-k" "$work/pull-s" "$work/cache-pull"
     KILN_CACHE_DIR=$work/cache-pull wall_time "$kiln" pull "$a:v1" --out "oci:$work/pull-k:x" >>"$work/kiln.pull"; echo >>"$work/kiln.pull"
     wall_time sk copy --src-tls-verify=false "docker://$b:v1" "oci:$work/pull-s:x" >>"$work/skopeo.pull"; echo >>"$work/skopeo.pull"
+    same_layers "$a:v1" "$b:v1"
+    same_layers "$a-second:v1" "$b-second:v1"
 done
 for k in push repush second pull; do
     t[kiln.$k]=$(grep -v '^$' "$work/kiln.$k" | median)
@@ -52,7 +74,9 @@ section=$(cat <<EOS
 
 Measured $(date -u +%Y-%m-%d), \`RUNS=$RUNS scripts/bench-registry.sh\`, median of $RUNS runs, same run, against the
 dev-env distribution registry on 127.0.0.1 (plain HTTP). Image: ${size_mb} MB of incompressible data in one
-uncompressed layer, a new one for every run (so nothing can be mounted from an earlier push). Peer: \`skopeo copy\` (Debian's skopeo $(skopeo --version | awk '{print $3}')).
+gzip layer (kiln assemble's default), a new one for every run (so nothing can be mounted from an earlier push);
+both tools push the same blobs (the script checks that both repositories hold the same layer digests).
+Peer: \`skopeo copy\` (Debian's skopeo $(skopeo --version | awk '{print $3}')).
 
 | case | kiln (s) | skopeo (s) | kiln ÷ skopeo |
 | --- | --- | --- | --- |

@@ -12,20 +12,30 @@ bench_setup scan
 blob=$(ls -S "$work"/layout/blobs/sha256/* | head -1)
 size_mb=$(( $(stat -c %s "$blob") / 1000000 ))
 
+# Each step must succeed (wall_time runs this with `set -e` off); lddtree's
+# own exit status is ignored: it fails on files it cannot resolve.
 peer() {
-    rm -rf "$work/root" && mkdir "$work/root"
-    tar -xzf "$blob" -C "$work/root"
-    (cd "$work/root" && find . -type f -size +0 -print0 | xargs -0 -r file -N --mime-type |
-        awk -F': ' '$2 ~ /application\/x-(pie-)?(executable|sharedlib)|application\/x-object/ {print substr($1,2)}' >"$work/elves")
-    (cd "$work/root" && xargs -a "$work/elves" /usr/bin/python3 /usr/bin/lddtree --root "$work/root" --skip-non-elfs >/dev/null 2>&1 || true)
+    rm -rf "$work/root" && mkdir "$work/root" &&
+        tar -xzf "$blob" -C "$work/root" &&
+        (cd "$work/root" && find . -type f -size +0 -print0 | xargs -0 -r file -N --mime-type |
+            awk -F': ' '$2 ~ /application\/x-(pie-)?(executable|sharedlib)|application\/x-object/ {print substr($1,2)}' >"$work/elves") &&
+        (cd "$work/root" && xargs -a "$work/elves" /usr/bin/python3 /usr/bin/lddtree --root "$work/root" --skip-non-elfs >/dev/null 2>&1 || true)
 }
 : >"$work/k"; : >"$work/p"; : >"$work/m"
 for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f '%e %M' -o "$work/t" "$kiln" scan --all --json "oci:$work/layout:b" >"$work/report.json" || true
-    read -r s m < <(tail -1 "$work/t")
-    echo "$s" >>"$work/k"; echo "$m" >>"$work/m"
-    s=$(date +%s.%N); peer; e=$(date +%s.%N)
-    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f\n", e - s }' >>"$work/p"
+    # kiln scan exits 1 on findings (the builder has no entrypoint): a complete run; 2 is a failure.
+    s=$(date +%s.%N)
+    /usr/bin/time -f '%x %M' -o "$work/t" "$kiln" scan --all --json "oci:$work/layout:b" >"$work/report.json" 2>"$work/scan.err" || true
+    e=$(date +%s.%N)
+    read -r rc m < <(tail -1 "$work/t")
+    if [ "$rc" -gt 1 ]; then
+        echo "bench: kiln scan failed (exit $rc):" >&2
+        cat "$work/scan.err" >&2
+        exit 1
+    fi
+    elapsed "$s" "$e" >>"$work/k"; echo >>"$work/k"
+    echo "$m" >>"$work/m"
+    wall_time peer >>"$work/p"; echo >>"$work/p"
 done
 k=$(median <"$work/k"); p=$(median <"$work/p"); m=$(median <"$work/m")
 objects=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["objects"]))' "$work/report.json")

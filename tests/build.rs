@@ -15,25 +15,15 @@ use common::*;
 
 /// Copies examples/NAME (without target/ and kiln.lock) to `dest`.
 fn checkout(name: &str, dest: &Path) -> PathBuf {
-    let src = repo().join("examples").join(name);
-    fs::create_dir_all(dest).unwrap();
-    ok(Command::new("sh").arg("-c").arg(format!(
-        "cd '{}' && tar --exclude=./target --exclude=./kiln.lock -cf - . | tar -xf - -C '{}'",
-        src.display(),
-        dest.display()
-    )));
-    dest.to_path_buf()
+    copy_project(&repo().join("examples").join(name), dest)
 }
 
-fn builder() -> String {
-    format!("{}/kiln-test/rust-builder:latest", dev_env()["KILN_REGISTRY"])
-}
-
-fn build(project: &Path, extra: &[&str]) -> serde_json::Value {
-    // Each test's own input cache: a hit must come from this test's builds.
-    let out = ok(kiln()
+/// `kiln build --json` of `project` in the sandbox (its own input cache:
+/// a hit must come from this test's builds).
+fn build(sb: &Sandbox, project: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = ok(sb
+        .kiln()
         .current_dir(project)
-        .env("KILN_CACHE_DIR", project.parent().unwrap().join(".kiln-cache"))
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["build", "--json", "--builder", &builder()])
         .args(extra));
@@ -70,7 +60,8 @@ fn our_containers(pid: u32) -> String {
 }
 
 fn run_and_get(image: &str, expect: &str) {
-    let name = unique("kiln-test-run");
+    let mut engine = EngineObjects::new();
+    let name = engine.container(unique("kiln-test-run"));
     ok(Command::new("docker").args(["run", "-d", "--rm", "--name", &name, "-p", "127.0.0.1::8080", image]));
     let port_line = stdout(&ok(Command::new("docker").args(["port", &name, "8080/tcp"])));
     let port: u16 = port_line
@@ -83,26 +74,27 @@ fn run_and_get(image: &str, expect: &str) {
         .parse()
         .unwrap();
     let reply = http_get(port);
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     assert!(reply.contains(expect), "{image} answered: {reply}");
 }
 
 #[test]
 fn both_examples_build_into_images_that_answer_http() {
     require_engine();
-    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
     for (example, expect) in [
         ("hello-http", "hello from kiln"),
         ("with-deps", "\"app\":\"with-deps\""),
     ] {
-        let project = checkout(example, &tmp.path().join(example));
-        let name = unique(&format!("kiln-test/{example}"));
-        let layout = tmp.path().join(format!("{example}-layout"));
+        let project = checkout(example, &sb.join(example));
+        let image = engine.image(format!("{}:1", unique(&format!("kiln-test/{example}"))));
+        let layout = sb.join(format!("{example}-layout"));
         let r = build(
+            &sb,
             &project,
             &[
                 "--out",
-                &format!("docker-daemon:{name}:1"),
+                &format!("docker-daemon:{image}"),
                 "--out",
                 &format!("oci:{}", layout.display()),
             ],
@@ -121,39 +113,37 @@ fn both_examples_build_into_images_that_answer_http() {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
         assert_eq!(files.iter().find(|f| f.path == "tmp/").unwrap().mode, 0o1777);
-        run_and_get(&format!("{name}:1"), expect);
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &format!("{name}:1")])
-            .output();
+        run_and_get(&image, expect);
     }
 }
 
 #[test]
 fn checkouts_environments_and_cache_states_give_the_same_digest() {
     require_engine();
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let pa = checkout("with-deps", &a.path().join("src/with-deps"));
-    let pb = checkout("with-deps", &b.path().join("elsewhere/deeper/checkout"));
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    let pa = checkout("with-deps", &a.join("src/with-deps"));
+    let pb = checkout("with-deps", &b.join("elsewhere/deeper/checkout"));
     // Cold: fresh, throw-away cache volumes; odd environment, umask 077.
-    let cold = ok(Command::new("sh")
+    let cold = ok(a
+        .kiln_with_umask("077")
         .current_dir(&pa)
         .env("TZ", "Pacific/Chatham")
         .env("LANG", "fr_FR.UTF-8")
         .env("KILN_UNRELATED", "1")
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("-c")
-        .arg(format!(
-            "umask 077 && exec '{}' build --json --fresh --builder '{}'",
-            env!("CARGO_BIN_EXE_kiln"),
-            builder()
-        )));
+        .args(["build", "--json", "--fresh", "--builder", &builder()]));
     let cold: serde_json::Value = serde_json::from_slice(&cold.stdout).unwrap();
     // Warm: the shared cache volumes, another checkout path, another env.
-    let warm1 = build(&pb, &["--no-cache"]);
-    let warm2 = build(&pb, &["--no-cache"]);
+    // --no-cache: both are real builds, not answers from the input cache.
+    let warm1 = build(&b, &pb, &["--no-cache"]);
+    let warm2 = build(&b, &pb, &["--no-cache"]);
     assert_eq!(cold["cache"], "miss");
     assert_eq!(warm1["cache"], "miss");
+    assert_eq!(
+        warm2["cache"], "miss",
+        "the second warm build was built, not answered from the cache"
+    );
     assert_eq!(
         cold["digest"], warm1["digest"],
         "cold build in one checkout vs warm build in another"
@@ -164,11 +154,12 @@ fn checkouts_environments_and_cache_states_give_the_same_digest() {
 #[test]
 fn the_cache_answers_unchanged_inputs_and_misses_changed_ones() {
     require_engine();
-    let tmp = tempfile::tempdir().unwrap();
-    let p = checkout("hello-http", &tmp.path().join("hello"));
-    let first = build(&p, &[]);
+    let sb = Sandbox::new();
+    let p = checkout("hello-http", &sb.join("hello"));
+    let first = build(&sb, &p, &[]);
+    assert_eq!(first["cache"], "miss");
     let t = Instant::now();
-    let second = build(&p, &[]);
+    let second = build(&sb, &p, &[]);
     assert_eq!(second["cache"], "hit");
     assert_eq!(second["digest"], first["digest"]);
     assert!(t.elapsed() < Duration::from_secs(5), "a cache hit skips the engine");
@@ -179,42 +170,45 @@ fn the_cache_answers_unchanged_inputs_and_misses_changed_ones() {
         .unwrap()
         .replace("hello from kiln", "hello again from kiln");
     fs::write(&main, text).unwrap();
-    let third = build(&p, &[]);
+    let third = build(&sb, &p, &[]);
     assert_eq!(third["cache"], "miss");
     assert_ne!(third["digest"], first["digest"]);
-    let name = unique("kiln-test/changed");
-    build(&p, &["--out", &format!("docker-daemon:{name}:1")]);
-    let run = ok(Command::new("docker").args(["run", "--rm", &format!("{name}:1"), "--once"]));
+    let mut engine = EngineObjects::new();
+    let image = engine.image(format!("{}:1", unique("kiln-test/changed")));
+    let fourth = build(&sb, &p, &["--out", &format!("docker-daemon:{image}")]);
+    assert_eq!(fourth["digest"], third["digest"]);
+    let run = ok(Command::new("docker").args(["run", "--rm", &image, "--once"]));
     assert_eq!(stdout(&run), "hello again from kiln");
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &format!("{name}:1")])
-        .output();
 }
 
 #[test]
 fn no_container_is_left_after_success_compile_error_or_sigint() {
     require_engine();
-    let tmp = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
     // Success.
-    let p = checkout("hello-http", &tmp.path().join("ok"));
-    let child = kiln()
+    let p = checkout("hello-http", &sb.join("ok"));
+    let child = sb
+        .kiln()
         .current_dir(&p)
         .args(["build", "--quiet", "--no-cache", "--builder", &builder()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
+    engine.containers_named(format!("kiln-.*-{pid}-"));
     assert!(child.wait_with_output().unwrap().status.success());
     assert_eq!(our_containers(pid), "", "containers left after success");
 
     // Compile error: the compiler's own message reaches the user.
-    let bad = checkout("hello-http", &tmp.path().join("bad"));
+    let bad = checkout("hello-http", &sb.join("bad"));
     fs::write(
         bad.join("src/main.rs"),
         "fn main() { let x: u32 = \"not a number\"; }\n",
     )
     .unwrap();
-    let child = kiln()
+    let child = sb
+        .kiln()
         .current_dir(&bad)
         .args(["build", "--builder", &builder()])
         .stdout(Stdio::piped())
@@ -222,6 +216,7 @@ fn no_container_is_left_after_success_compile_error_or_sigint() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    engine.containers_named(format!("kiln-.*-{pid}-"));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
@@ -233,8 +228,9 @@ fn no_container_is_left_after_success_compile_error_or_sigint() {
     assert_eq!(our_containers(pid), "", "containers left after a compile error");
 
     // SIGINT mid-build.
-    let slow = checkout("with-deps", &tmp.path().join("slow"));
-    let mut child = kiln()
+    let slow = checkout("with-deps", &sb.join("slow"));
+    let mut child = sb
+        .kiln()
         .current_dir(&slow)
         .args(["build", "--quiet", "--fresh", "--builder", &builder()])
         .stdout(Stdio::null())
@@ -242,6 +238,8 @@ fn no_container_is_left_after_success_compile_error_or_sigint() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    engine.containers_named(format!("kiln-.*-{pid}-"));
+    engine.volumes_named(format!("-fresh-{pid}-"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while our_containers(pid).is_empty() {
         assert!(Instant::now() < deadline, "no build container appeared");
@@ -266,8 +264,8 @@ fn no_container_is_left_after_success_compile_error_or_sigint() {
 
 #[test]
 fn bad_configuration_is_reported_with_file_line_and_a_fix() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = checkout("hello-http", &tmp.path().join("cfg"));
+    let sb = Sandbox::new();
+    let p = checkout("hello-http", &sb.join("cfg"));
     let cases: &[(&str, &str, &str)] = &[
         ("[build]\nbuidler = \"x\"\n", "kiln.toml:2:1", "unknown field `buidler`"),
         ("[image]\nports = [70000]\n", "kiln.toml:2:10", "PORT in 1..65535"),
@@ -311,7 +309,7 @@ fn bad_configuration_is_reported_with_file_line_and_a_fix() {
     ];
     for (text, at, want) in cases {
         fs::write(p.join("kiln.toml"), text).unwrap();
-        let err = fails(kiln().current_dir(&p).args(["build"]));
+        let err = fails(sb.kiln().current_dir(&p).args(["build"]));
         assert!(
             err.contains(at) && err.contains(want),
             "for {text:?} expected `{at}` and `{want}` in: {err}"
@@ -324,8 +322,8 @@ fn bad_configuration_is_reported_with_file_line_and_a_fix() {
 #[test]
 fn distroless_cc_recipe_pulls_its_base_by_digest_and_runs() {
     require_engine();
-    let tmp = tempfile::tempdir().unwrap();
-    let p = checkout("with-deps", &tmp.path().join("cc"));
+    let sb = Sandbox::new();
+    let p = checkout("with-deps", &sb.join("cc"));
     let base = format!("{}/kiln-test/cc-base:latest", dev_env()["KILN_REGISTRY"]);
     fs::write(
         p.join("kiln.toml"),
@@ -335,13 +333,15 @@ fn distroless_cc_recipe_pulls_its_base_by_digest_and_runs() {
         ),
     )
     .unwrap();
-    let name = unique("kiln-test/cc");
-    let layout = tmp.path().join("cc-layout");
+    let mut engine = EngineObjects::new();
+    let image = engine.image(format!("{}:1", unique("kiln-test/cc")));
+    let layout = sb.join("cc-layout");
     let r = build(
+        &sb,
         &p,
         &[
             "--out",
-            &format!("docker-daemon:{name}:1"),
+            &format!("docker-daemon:{image}"),
             "--out",
             &format!("oci:{}", layout.display()),
         ],
@@ -356,8 +356,9 @@ fn distroless_cc_recipe_pulls_its_base_by_digest_and_runs() {
         "base layer + app layer"
     );
     // The base layer is the registry's, byte for byte.
-    let pulled = tmp.path().join("base-layout");
-    ok(kiln()
+    let pulled = sb.join("base-layout");
+    ok(sb
+        .kiln()
         .args(["pull", &base, "--out"])
         .arg(format!("oci:{}", pulled.display())));
     assert_eq!(
@@ -371,25 +372,22 @@ fn distroless_cc_recipe_pulls_its_base_by_digest_and_runs() {
         !app.iter().any(|e| e.path == "etc/passwd"),
         "distroless-cc adds no passwd: the base has one"
     );
-    run_and_get(&format!("{name}:1"), "hello from kiln");
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &format!("{name}:1")])
-        .output();
+    run_and_get(&image, "hello from kiln");
 }
 
 #[test]
 fn locked_refuses_to_create_or_change_the_lock() {
     require_engine();
-    let tmp = tempfile::tempdir().unwrap();
-    let p = checkout("hello-http", &tmp.path().join("lk"));
+    let sb = Sandbox::new();
+    let p = checkout("hello-http", &sb.join("lk"));
     let err = fails(
-        kiln()
+        sb.kiln()
             .current_dir(&p)
             .args(["build", "--locked", "--builder", &builder()]),
     );
     assert!(err.contains("not pinned") && err.contains("kiln lock"), "{err}");
     assert!(!p.join("kiln.lock").exists());
-    let out = ok(kiln().current_dir(&p).args(["lock"]));
+    let out = ok(sb.kiln().current_dir(&p).args(["lock"]));
     assert!(stdout(&out).contains("sha256:"), "{}", stdout(&out));
     let lock = fs::read_to_string(p.join("kiln.lock")).unwrap();
     assert!(
@@ -397,7 +395,8 @@ fn locked_refuses_to_create_or_change_the_lock() {
         "{lock}"
     );
     // With the lock in place, --locked builds.
-    ok(kiln()
+    ok(sb
+        .kiln()
         .current_dir(&p)
         .env("SOURCE_DATE_EPOCH", "1")
         .args(["build", "--quiet", "--locked"]));

@@ -7,26 +7,20 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
 
-fn builder() -> String {
-    format!("{}/kiln-test/rust-builder:latest", dev_env()["KILN_REGISTRY"])
-}
-
-/// Builds `fixture` (tests/fixtures or examples) with kiln.toml `toml`;
-/// returns the layout ref. `allow` lets failing images be written.
-fn build_fixture(dir: &Path, src: &Path, toml: &str, allow: bool) -> (String, std::process::Output) {
-    let p = dir.join("project");
-    ok(Command::new("sh").arg("-c").arg(format!(
-        "mkdir -p '{p}' && cd '{s}' && tar --exclude=./target --exclude=./kiln.lock -cf - . | tar -xf - -C '{p}'",
-        s = src.display(),
-        p = p.display()
-    )));
+/// Builds `src` (tests/fixtures or examples) with kiln.toml `toml` in
+/// `name` in the sandbox, with its own input cache; returns the layout ref,
+/// kiln's output and what a failure message should say about the run.
+/// `allow` lets failing images be written.
+fn build_fixture(sb: &Sandbox, name: &str, src: &Path, toml: &str, allow: bool) -> (String, Output, String) {
+    let dir = sb.join(name);
+    let p = copy_project(src, &dir.join("project"));
     fs::write(p.join("kiln.toml"), toml).unwrap();
     let layout = format!("oci:{}:x", dir.join("layout").display());
-    let mut c = kiln();
+    let mut c = sb.kiln();
     c.current_dir(&p)
         .env("KILN_CACHE_DIR", dir.join("cache"))
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -34,18 +28,17 @@ fn build_fixture(dir: &Path, src: &Path, toml: &str, allow: bool) -> (String, st
     if allow {
         c.arg("--allow-scan-failures");
     }
-    let out = c.output().unwrap();
-    (layout, out)
+    let out = output(&mut c);
+    let why = explain(&c, &out);
+    (layout, out, why)
 }
 
-fn scan_json(reference: &str, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = kiln().args(["scan", "--json", reference]).args(extra).output().unwrap();
+fn scan_json(sb: &Sandbox, reference: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut c = sb.kiln();
+    c.args(["scan", "--json", reference]).args(extra);
+    let out = output(&mut c);
     let code = out.status.code().unwrap();
-    assert!(
-        code == 0 || code == 1,
-        "scan could not run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(code == 0 || code == 1, "scan could not run\n{}", explain(&c, &out));
     (code, serde_json::from_slice(&out.stdout).unwrap())
 }
 
@@ -73,22 +66,22 @@ fn has(msgs: &[String], parts: &[&str]) -> bool {
 #[test]
 fn a_dynamic_binary_on_scratch_is_reported_and_build_refuses_it() {
     require_engine();
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let toml = format!(
         "[build]\nbuilder = \"{}\"\n[image]\nrecipe = \"distroless-cc\"\nbase = \"scratch\"\n",
         builder()
     );
     let src = repo().join("examples/hello-http");
     // Without --allow-scan-failures, kiln build refuses and writes nothing.
-    let (layout, out) = build_fixture(&t.path().join("refused"), &src, &toml, false);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let (layout, out, why) = build_fixture(&sb, "refused", &src, &toml, false);
+    assert_eq!(out.status.code(), Some(1), "{why}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert!(!Path::new(layout.trim_start_matches("oci:").trim_end_matches(":x")).exists());
     // With it, the image is written, and kiln scan explains.
-    let (layout, out) = build_fixture(&t.path().join("allowed"), &src, &toml, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, report) = scan_json(&layout, &[]);
+    let (layout, out, why) = build_fixture(&sb, "allowed", &src, &toml, true);
+    assert!(out.status.success(), "{why}");
+    let (code, report) = scan_json(&sb, &layout, &[]);
     assert_eq!(code, 1);
     let m = messages(&report);
     assert!(
@@ -105,8 +98,9 @@ fn a_dynamic_binary_on_scratch_is_reported_and_build_refuses_it() {
     );
     assert!(has(&m, &["needs libc.so.6", "build static"]), "{m:#?}");
     // Text output and exit code.
-    let out = kiln().args(["scan", &layout]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let mut c = sb.kiln();
+    let out = output(c.args(["scan", &layout]));
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&c, &out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fix:"));
 }
 
@@ -114,7 +108,7 @@ fn a_dynamic_binary_on_scratch_is_reported_and_build_refuses_it() {
 fn openssl_without_and_with_libssl3_and_a_newer_glibc_than_the_base() {
     require_engine();
     let env = dev_env();
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let src = repo().join("tests/fixtures/openssl-app");
     let toml = |base: &str| {
         format!(
@@ -123,17 +117,17 @@ fn openssl_without_and_with_libssl3_and_a_newer_glibc_than_the_base() {
         )
     };
     // No libssl3 in the base.
-    let (layout, out) = build_fixture(&t.path().join("nossl"), &src, &toml(&env["KILN_TEST_NOSSL_BASE"]), true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, report) = scan_json(&layout, &[]);
+    let (layout, out, why) = build_fixture(&sb, "nossl", &src, &toml(&env["KILN_TEST_NOSSL_BASE"]), true);
+    assert!(out.status.success(), "{why}");
+    let (code, report) = scan_json(&sb, &layout, &[]);
     let m = messages(&report);
     assert_eq!(code, 1, "{m:#?}");
     assert!(has(&m, &["needs libssl.so.3", "libssl3"]), "{m:#?}");
     assert!(has(&m, &["needs libcrypto.so.3"]), "{m:#?}");
     // With it: clean, and it runs.
-    let (layout, out) = build_fixture(&t.path().join("ssl"), &src, &toml(&env["KILN_TEST_CC_BASE"]), false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, report) = scan_json(&layout, &[]);
+    let (layout, out, why) = build_fixture(&sb, "ssl", &src, &toml(&env["KILN_TEST_CC_BASE"]), false);
+    assert!(out.status.success(), "{why}");
+    let (code, report) = scan_json(&sb, &layout, &[]);
     assert_eq!(code, 0, "{:#?}", messages(&report));
     let objects = report["objects"].as_object().unwrap();
     let app = &objects["/usr/local/bin/openssl-app"];
@@ -142,14 +136,15 @@ fn openssl_without_and_with_libssl3_and_a_newer_glibc_than_the_base() {
         "{app}"
     );
     // Built on bookworm (glibc 2.36), put on bullseye (glibc 2.31).
-    let (layout, out) = build_fixture(
-        &t.path().join("old"),
+    let (layout, out, why) = build_fixture(
+        &sb,
+        "old",
         &repo().join("examples/with-deps"),
         &toml(&env["KILN_TEST_BULLSEYE_BASE"]),
         true,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, report) = scan_json(&layout, &[]);
+    assert!(out.status.success(), "{why}");
+    let (code, report) = scan_json(&sb, &layout, &[]);
     let m = messages(&report);
     assert_eq!(code, 1, "{m:#?}");
     assert!(
@@ -198,21 +193,23 @@ fn c_layout(dir: &Path) -> PathBuf {
 fn origin_runpath_symlink_chains_and_whiteouts() {
     require_engine();
     let env = dev_env();
-    let t = tempfile::tempdir().unwrap();
-    let root = c_layout(t.path());
-    let base = t.path().join("base");
-    ok(kiln()
+    let sb = Sandbox::new();
+    let root = c_layout(&sb.path());
+    let base = sb.join("base");
+    ok(sb
+        .kiln()
         .args(["pull", &env["KILN_TEST_CC_BASE"], "--out"])
         .arg(format!("oci:{}:cc", base.display())));
-    let img = t.path().join("img");
-    ok(kiln()
+    let img = sb.join("img");
+    ok(sb
+        .kiln()
         .args(["assemble", "--quiet", "--from"])
         .arg(format!("oci:{}:cc", base.display()))
         .arg("--add")
         .arg(format!("{}:/app", root.join("app").display()))
         .args(["--entrypoint", "/app/bin/main", "--out"])
         .arg(format!("oci:{}:ok", img.display())));
-    let (code, report) = scan_json(&format!("oci:{}:ok", img.display()), &[]);
+    let (code, report) = scan_json(&sb, &format!("oci:{}:ok", img.display()), &[]);
     assert_eq!(code, 0, "{:#?}", messages(&report));
     let main = &report["objects"]["/app/bin/main"];
     assert_eq!(
@@ -220,38 +217,39 @@ fn origin_runpath_symlink_chains_and_whiteouts() {
         "RUNPATH $ORIGIN/../lib and the symlink chain: {main}"
     );
     // It really starts.
-    let name = unique("kiln-test/runpath");
-    ok(kiln()
+    let mut engine = EngineObjects::new();
+    let image = engine.image(format!("{}:1", unique("kiln-test/runpath")));
+    ok(sb
+        .kiln()
         .args(["assemble", "--quiet", "--from"])
         .arg(format!("oci:{}:ok", img.display()))
-        .args(["--out", &format!("docker-daemon:{name}:1")]));
-    ok(Command::new("docker").args(["run", "--rm", &format!("{name}:1")]));
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &format!("{name}:1")])
-        .output();
+        .args(["--out", &format!("docker-daemon:{image}")]));
+    ok(Command::new("docker").args(["run", "--rm", &image]));
 
     // A later layer whites out the library: reported.
-    let wh = t.path().join("wh");
+    let wh = sb.join("wh");
     fs::create_dir_all(&wh).unwrap();
     fs::write(wh.join("empty"), "").unwrap();
-    ok(kiln()
+    ok(sb
+        .kiln()
         .args(["assemble", "--quiet", "--from"])
         .arg(format!("oci:{}:ok", img.display()))
         .arg("--add")
         .arg(format!("{}:/app/lib/.wh.libkiln.so.1.0.0", wh.join("empty").display()))
         .arg("--out")
         .arg(format!("oci:{}:whiteout", img.display())));
-    let (code, report) = scan_json(&format!("oci:{}:whiteout", img.display()), &[]);
+    let (code, report) = scan_json(&sb, &format!("oci:{}:whiteout", img.display()), &[]);
     let m = messages(&report);
     assert_eq!(code, 1, "{m:#?}");
     assert!(has(&m, &["/app/bin/main", "needs libkiln.so.1"]), "{m:#?}");
     // And a user that does not exist.
-    ok(kiln()
+    ok(sb
+        .kiln()
         .args(["assemble", "--quiet", "--from"])
         .arg(format!("oci:{}:ok", img.display()))
         .args(["--user", "ghost", "--out"])
         .arg(format!("oci:{}:ghost", img.display())));
-    let (_, report) = scan_json(&format!("oci:{}:ghost", img.display()), &[]);
+    let (_, report) = scan_json(&sb, &format!("oci:{}:ghost", img.display()), &[]);
     assert!(
         has(&messages(&report), &["user `ghost` is not in /etc/passwd"]),
         "{:#?}",
@@ -327,14 +325,14 @@ fn parse_lddtree(text: &str) -> std::collections::BTreeMap<String, std::collecti
 fn resolution_agrees_with_lddtree_on_the_builder_image() {
     require_engine();
     require_tool("lddtree");
-    let t = tempfile::tempdir().unwrap();
-    let layout = t.path().join("builder");
-    ok(kiln()
-        .env("KILN_CACHE_DIR", t.path().join("cache"))
+    let sb = Sandbox::new();
+    let layout = sb.join("builder");
+    ok(sb
+        .kiln()
         .args(["pull", &dev_env()["KILN_TEST_BUILDER"], "--out"])
         .arg(format!("oci:{}:b", layout.display())));
     // The builder has no entrypoint (an error finding: exit 1); the objects are what matter here.
-    let (_, report) = scan_json(&format!("oci:{}:b", layout.display()), &["--all"]);
+    let (_, report) = scan_json(&sb, &format!("oci:{}:b", layout.display()), &["--all"]);
     let errors: Vec<String> = messages(&report)
         .into_iter()
         .filter(|m| m.starts_with("error") && !m.contains("no entrypoint"))
@@ -351,7 +349,7 @@ fn resolution_agrees_with_lddtree_on_the_builder_image() {
     );
     // Extract the layers with tar (the builder comes from `docker import`: one
     // layer, Docker media types, which umoci does not unpack).
-    let rootfs = t.path().join("rootfs");
+    let rootfs = sb.join("rootfs");
     fs::create_dir_all(&rootfs).unwrap();
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let mdigest = index["manifests"][0]["digest"]
@@ -371,7 +369,7 @@ fn resolution_agrees_with_lddtree_on_the_builder_image() {
     }
     // Every ELF kiln checked, through lddtree in one run (relative to the root).
     let files: Vec<String> = objects.keys().cloned().collect();
-    let list = t.path().join("files");
+    let list = sb.join("files");
     fs::write(&list, files.join("\n")).unwrap();
     let lddtree = Command::new("sh")
         .arg("-c")

@@ -6,25 +6,20 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
-fn builder() -> String {
-    format!("{}/kiln-test/rust-builder:latest", dev_env()["KILN_REGISTRY"])
-}
-
-fn assemble(dir: &Path, args: &[&str], out: &str) -> String {
-    stdout(&ok(kiln()
-        .current_dir(dir)
+fn assemble(sb: &Sandbox, args: &[&str], out: &str) -> String {
+    stdout(&ok(sb
+        .kiln()
         .args(["assemble", "--quiet"])
         .args(args)
         .args(["--out", out])))
 }
 
-fn diff(a: &str, b: &str) -> (i32, serde_json::Value, String) {
-    let out = kiln().args(["diff", "--json", a, b]).output().unwrap();
-    let text = kiln().args(["diff", a, b]).output().unwrap();
+fn diff(sb: &Sandbox, a: &str, b: &str) -> (i32, serde_json::Value, String) {
+    let out = output(sb.kiln().args(["diff", "--json", a, b]));
+    let text = output(sb.kiln().args(["diff", a, b]));
     (
         out.status.code().unwrap(),
         serde_json::from_slice(&out.stdout).unwrap(),
@@ -34,22 +29,22 @@ fn diff(a: &str, b: &str) -> (i32, serde_json::Value, String) {
 
 #[test]
 fn diff_explains_compression_created_and_mode() {
-    let t = tempfile::tempdir().unwrap();
-    let l = |tag: &str| format!("oci:{}/l:{tag}", t.path().display());
-    fs::write(t.path().join("f"), "some content\n".repeat(1000)).unwrap();
-    fs::write(t.path().join("g"), "other\n").unwrap();
+    let sb = Sandbox::new();
+    let l = |tag: &str| format!("oci:{}/l:{tag}", sb.path().display());
+    fs::write(sb.join("f"), "some content\n".repeat(1000)).unwrap();
+    fs::write(sb.join("g"), "other\n").unwrap();
     let a = assemble(
-        t.path(),
+        &sb,
         &["--add", "f:/f", "--add", "g:/g", "--source-date-epoch", "1"],
         &l("a"),
     );
     // Identical.
-    let (code, r, text) = diff(&l("a"), &l("a"));
+    let (code, r, text) = diff(&sb, &l("a"), &l("a"));
     assert_eq!((code, r["identical"].as_bool()), (0, Some(true)));
     assert!(text.contains("identical"));
     // Only the gzip level.
     assemble(
-        t.path(),
+        &sb,
         &[
             "--add",
             "f:/f",
@@ -62,17 +57,13 @@ fn diff_explains_compression_created_and_mode() {
         ],
         &l("gz1"),
     );
-    let (code, r, text) = diff(&l("a"), &l("gz1"));
+    let (code, r, text) = diff(&sb, &l("a"), &l("gz1"));
     assert_eq!(code, 1);
     assert!(r["summary"][0].as_str().unwrap().starts_with("compression-only"), "{r}");
     assert!(text.contains("compression-only"), "{text}");
     // Only `created`: the same layer, config rewritten with another timestamp.
-    assemble(
-        t.path(),
-        &["--from", &l("a"), "--source-date-epoch", "2"],
-        &l("created"),
-    );
-    let (_, r, text) = diff(&l("a"), &l("created"));
+    assemble(&sb, &["--from", &l("a"), "--source-date-epoch", "2"], &l("created"));
+    let (_, r, text) = diff(&sb, &l("a"), &l("created"));
     assert!(r["layers"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(r["summary"], serde_json::json!(["config: created"]), "{r}");
     assert!(
@@ -81,11 +72,11 @@ fn diff_explains_compression_created_and_mode() {
     );
     // One file's mode.
     assemble(
-        t.path(),
+        &sb,
         &["--add", "f:/f:0600", "--add", "g:/g", "--source-date-epoch", "1"],
         &l("mode"),
     );
-    let (_, r, text) = diff(&l("a"), &l("mode"));
+    let (_, r, text) = diff(&sb, &l("a"), &l("mode"));
     let files = r["layers"][0]["files"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{r}");
     assert_eq!(files[0]["path"], "/f");
@@ -95,50 +86,36 @@ fn diff_explains_compression_created_and_mode() {
     );
     assert!(text.contains("mode: 0644 -> 0600"), "{text}");
     // A text file's content: a unified diff.
-    fs::write(t.path().join("g"), "changed\n").unwrap();
+    fs::write(sb.join("g"), "changed\n").unwrap();
     assemble(
-        t.path(),
+        &sb,
         &["--add", "f:/f", "--add", "g:/g", "--source-date-epoch", "1"],
         &l("text"),
     );
-    let (_, _, text) = diff(&l("a"), &l("text"));
+    let (_, _, text) = diff(&sb, &l("a"), &l("text"));
     assert!(text.contains("-other") && text.contains("+changed"), "{text}");
     let _ = a;
 }
 
-fn verify(project: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = kiln()
-        .current_dir(project)
-        .env("KILN_CACHE_DIR", project.join("../.kiln-cache"))
+fn verify(sb: &Sandbox, project: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut c = sb.kiln();
+    c.current_dir(project)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["verify", "--json", "--builder", &builder()])
-        .args(extra)
-        .output()
-        .unwrap();
+        .args(extra);
+    let out = output(&mut c);
     let code = out.status.code().unwrap();
-    assert!(
-        code == 0 || code == 1,
-        "verify failed to run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(code == 0 || code == 1, "verify failed to run\n{}", explain(&c, &out));
     (code, serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn copy(src: &Path, dest: &Path) {
-    ok(Command::new("sh").arg("-c").arg(format!(
-        "mkdir -p '{d}' && cd '{s}' && tar --exclude=./target --exclude=./kiln.lock -cf - . | tar -xf - -C '{d}'",
-        s = src.display(),
-        d = dest.display()
-    )));
 }
 
 #[test]
 fn verify_names_the_build_time_and_the_absolute_path() {
     require_engine();
-    let t = tempfile::tempdir().unwrap();
-    let p = t.path().join("build-time");
-    copy(&repo().join("tests/fixtures/build-time"), &p);
-    let (code, r) = verify(&p, &["--rebuilds", "2"]);
+    let sb = Sandbox::new();
+    let p = sb.join("build-time");
+    copy_project(&repo().join("tests/fixtures/build-time"), &p);
+    let (code, r) = verify(&sb, &p, &["--rebuilds", "2"]);
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["identical"], false);
     let d = &r["differences"][0];
@@ -159,9 +136,9 @@ fn verify_names_the_build_time_and_the_absolute_path() {
         "{d}"
     );
 
-    let p = t.path().join("manifest-dir");
-    copy(&repo().join("tests/fixtures/manifest-dir"), &p);
-    let (code, r) = verify(&p, &["--rebuilds", "2", "--vary", "path"]);
+    let p = sb.join("manifest-dir");
+    copy_project(&repo().join("tests/fixtures/manifest-dir"), &p);
+    let (code, r) = verify(&sb, &p, &["--rebuilds", "2", "--vary", "path"]);
     assert_eq!(code, 1, "{r:#}");
     let d = &r["differences"][0];
     let sections = d["diff"]["layers"][0]["files"][0]["sections"].as_array().unwrap();
@@ -187,11 +164,11 @@ fn verify_names_the_build_time_and_the_absolute_path() {
 #[test]
 fn the_examples_rebuild_identically_under_every_variation() {
     require_engine();
-    let t = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     for example in ["hello-http", "with-deps"] {
-        let p = t.path().join(example);
-        copy(&repo().join("examples").join(example), &p);
-        let (code, r) = verify(&p, &["--rebuilds", "3"]);
+        let p = sb.join(example);
+        copy_project(&repo().join("examples").join(example), &p);
+        let (code, r) = verify(&sb, &p, &["--rebuilds", "3"]);
         assert_eq!(code, 0, "{example}: {r:#}");
         let builds = r["builds"].as_array().unwrap();
         assert_eq!(builds.len(), 3);
@@ -220,20 +197,23 @@ fn the_examples_rebuild_identically_under_every_variation() {
 #[test]
 fn verify_against_a_published_image() {
     require_engine();
-    let t = tempfile::tempdir().unwrap();
-    let p = t.path().join("hello");
-    copy(&repo().join("examples/hello-http"), &p);
+    let sb = Sandbox::new();
+    let p = sb.join("hello");
+    copy_project(&repo().join("examples/hello-http"), &p);
     let dest = format!(
         "{}/kiln-test/verify-against:{}",
         dev_env()["KILN_REGISTRY"],
         std::process::id()
     );
-    ok(kiln()
-        .current_dir(&p)
-        .env("KILN_CACHE_DIR", t.path().join(".kiln-cache"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "--quiet", "--builder", &builder(), "--push", &dest]));
-    let (code, r) = verify(&p, &["--rebuilds", "1", "--against", &dest]);
+    ok(sb.kiln().current_dir(&p).env("SOURCE_DATE_EPOCH", "1700000000").args([
+        "build",
+        "--quiet",
+        "--builder",
+        &builder(),
+        "--push",
+        &dest,
+    ]));
+    let (code, r) = verify(&sb, &p, &["--rebuilds", "1", "--against", &dest]);
     assert_eq!(code, 0, "{r:#}");
     assert!(r["reference"].as_str().unwrap().starts_with("published"));
 }

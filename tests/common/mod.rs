@@ -1,5 +1,7 @@
-//! Shared helpers for integration tests: the dev-env (engine, registry),
-//! running the real `kiln` binary, and the one `validate()` that every test
+//! Shared helpers for integration tests: the [`Sandbox`] every run of the
+//! real `kiln` binary goes through (working dir, stripped environment,
+//! failure messages that say what ran where), [`EngineObjects`] guards, the
+//! dev-env (engine, registry), and the one `validate()` that every test
 //! producing an image calls.
 #![allow(dead_code)]
 
@@ -19,42 +21,245 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The kiln binary under test.
-pub fn kiln() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.env_remove("SOURCE_DATE_EPOCH");
-    c
+/// The kiln binary under test. Run it through [`Sandbox::kiln`].
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Host variables a kiln run may see; everything else is stripped.
+const PASSED_ENV: &[&str] = &["PATH", "HOME", "DOCKER_HOST", "KILN_CERTS_DIR"];
+
+/// A test's own directory (after ripgrep's `tests/util.rs` `Dir`): a temp
+/// working dir, and a kiln cache beside it; both removed on drop.
+pub struct Sandbox {
+    root: tempfile::TempDir,
 }
 
-/// Runs a command, returns its output; panics with stderr if it fails.
-pub fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir(root.path().join("work")).unwrap();
+        Sandbox { root }
+    }
+
+    /// The working directory of every command from [`Sandbox::kiln`].
+    pub fn path(&self) -> PathBuf {
+        self.root.path().join("work")
+    }
+
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    /// The KILN_CACHE_DIR kiln gets unless a test sets another.
+    pub fn cache(&self) -> PathBuf {
+        self.root.path().join("cache")
+    }
+
+    /// kiln in the sandbox: the working dir set, the host environment
+    /// stripped to PATH, HOME, DOCKER_HOST and KILN_CERTS_DIR (when set),
+    /// KILN_CACHE_DIR in the sandbox; no SOURCE_DATE_EPOCH. A test adds
+    /// what else it wants with `.env()`.
+    pub fn kiln(&self) -> Command {
+        let mut c = Command::new(KILN);
+        self.isolate(&mut c);
+        c
+    }
+
+    /// [`Sandbox::kiln`] run by `sh` under `umask`; append kiln's arguments.
+    pub fn kiln_with_umask(&self, umask: &str) -> Command {
+        let mut c = Command::new("sh");
+        self.isolate(&mut c);
+        c.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(KILN);
+        c
+    }
+
+    fn isolate(&self, c: &mut Command) {
+        c.current_dir(self.path()).env_clear();
+        for k in PASSED_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                c.env(k, v);
+            }
+        }
+        c.env("KILN_CACHE_DIR", self.cache());
+    }
+}
+
+/// Every path below `dir` (not following symlinks), sorted, at most `limit`.
+fn walk_limited(dir: &Path, limit: usize, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if out.len() >= limit {
+            return;
+        }
+        out.push(p.clone());
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            walk_limited(&p, limit, out);
+        }
+    }
+}
+
+/// Every path below `dir` (not following symlinks), sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk_limited(dir, usize::MAX, &mut out);
     out
 }
 
-/// Runs kiln, expects failure with exit code 2; returns stderr.
+/// What a failure message says about a command: the command (with its
+/// environment), its status, its working dir and a listing of it, stdout, stderr.
+pub fn explain(cmd: &Command, out: &Output) -> String {
+    const SHOWN: usize = 60;
+    let cwd = cmd
+        .get_current_dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::env::current_dir().unwrap());
+    let mut listed = Vec::new();
+    walk_limited(&cwd, SHOWN + 1, &mut listed);
+    let mut listing: Vec<String> = listed
+        .iter()
+        .take(SHOWN)
+        .map(|p| {
+            let dir = if p.is_dir() { "/" } else { "" };
+            format!("  {}{dir}", p.strip_prefix(&cwd).unwrap_or(p).display())
+        })
+        .collect();
+    if listed.len() > SHOWN {
+        listing.push("  …".into());
+    }
+    format!(
+        "command: {cmd:?}\nstatus: {}\ncwd: {}\nlisting of cwd:\n{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        cwd.display(),
+        listing.join("\n"),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command to the end, whatever its status.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command, returns its output; panics with [`explain`] if it fails.
+#[track_caller]
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = output(cmd);
+    assert!(out.status.success(), "command failed\n{}", explain(cmd, &out));
+    out
+}
+
+/// Runs kiln, expects failure with exit code 2 and no panic; returns stderr.
+#[track_caller]
 pub fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run kiln");
+    let out = output(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit 2 from {cmd:?}; stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "kiln panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "expected exit 2\n{}", explain(cmd, &out));
+    assert!(!stderr.contains("panicked"), "kiln panicked\n{}", explain(cmd, &out));
     stderr
 }
 
 /// stdout as a trimmed string.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The dev-env's test builder image, by tag.
+pub fn builder() -> String {
+    format!("{}/kiln-test/rust-builder:latest", dev_env()["KILN_REGISTRY"])
+}
+
+/// Copies the project at `src` (without target/ and kiln.lock) to `dest`.
+pub fn copy_project(src: &Path, dest: &Path) -> PathBuf {
+    std::fs::create_dir_all(dest).unwrap();
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && tar --exclude=./target --exclude=./kiln.lock -cf - . | tar -xf - -C '{}'",
+        src.display(),
+        dest.display()
+    )));
+    dest.to_path_buf()
+}
+
+/// Engine objects a test made, removed on drop (also when the test fails):
+/// containers first, then images, then volumes.
+#[derive(Default)]
+pub struct EngineObjects {
+    containers: Vec<String>,
+    images: Vec<String>,
+    volumes: Vec<String>,
+    /// `docker ps`/`docker volume ls` name filters for objects kiln names itself.
+    container_filters: Vec<String>,
+    volume_filters: Vec<String>,
+}
+
+impl EngineObjects {
+    pub fn new() -> EngineObjects {
+        EngineObjects::default()
+    }
+
+    /// Registers a container name; returns it.
+    pub fn container(&mut self, name: impl Into<String>) -> String {
+        let name = name.into();
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// Registers an image reference; returns it.
+    pub fn image(&mut self, reference: impl Into<String>) -> String {
+        let reference = reference.into();
+        self.images.push(reference.clone());
+        reference
+    }
+
+    /// Registers a volume name; returns it.
+    pub fn volume(&mut self, name: impl Into<String>) -> String {
+        let name = name.into();
+        self.volumes.push(name.clone());
+        name
+    }
+
+    /// Also removes the containers whose names match `filter` (docker's
+    /// `name=` filter), e.g. those kiln names after its pid.
+    pub fn containers_named(&mut self, filter: impl Into<String>) {
+        self.container_filters.push(filter.into());
+    }
+
+    /// Also removes the volumes whose names match `filter`.
+    pub fn volumes_named(&mut self, filter: impl Into<String>) {
+        self.volume_filters.push(filter.into());
+    }
+}
+
+fn docker_names(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl Drop for EngineObjects {
+    fn drop(&mut self) {
+        let mut containers = self.containers.clone();
+        for f in &self.container_filters {
+            containers.extend(docker_names(&["ps", "-aq", "--filter", &format!("name={f}")]));
+        }
+        let mut volumes = self.volumes.clone();
+        for f in &self.volume_filters {
+            volumes.extend(docker_names(&["volume", "ls", "-q", "--filter", &format!("name={f}")]));
+        }
+        let remove = |args: &[&str], names: &[String]| {
+            if !names.is_empty() {
+                let _ = Command::new("docker").args(args).args(names).output();
+            }
+        };
+        remove(&["rm", "-f", "-v"], &containers);
+        remove(&["rmi", "-f"], &self.images);
+        remove(&["volume", "rm", "-f"], &volumes);
+    }
 }
 
 /// Values from the dev-env's env file (scripts/dev-env.sh up writes it).

@@ -5,6 +5,7 @@
 //! a fault-injecting HTTP proxy to put between kiln and a registry.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -375,11 +376,24 @@ pub enum Fault {
     Corrupt,
 }
 
+/// One request as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// The request target: path and query.
+    pub path: String,
+    /// The Content-Range header, if any (chunked uploads).
+    pub content_range: Option<String>,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
+}
+
 /// A fault-injecting HTTP/1.1 proxy in front of `upstream` (127.0.0.1:PORT).
-/// `choose(method, path)` decides the fault for each request.
+/// `choose(method, path)` decides the fault for each request; every request
+/// is recorded, in the order the proxy read them.
 pub struct FaultProxy {
     pub addr: String,
-    pub faults_injected: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -391,33 +405,73 @@ impl Drop for FaultProxy {
 }
 
 type Chooser = Arc<dyn Fn(&str, &str) -> Option<Fault> + Send + Sync>;
+type Log = Arc<Mutex<Vec<Seen>>>;
 
 impl FaultProxy {
     pub fn start(upstream: &str, choose: impl Fn(&str, &str) -> Option<Fault> + Send + Sync + 'static) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let faults = Arc::new(AtomicU64::new(0));
+        let seen: Log = Arc::default();
         let choose: Chooser = Arc::new(choose);
-        let (stop2, faults2, upstream) = (stop.clone(), faults.clone(), upstream.to_string());
+        let (stop2, seen2, upstream) = (stop.clone(), seen.clone(), upstream.to_string());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (choose, faults, upstream) = (choose.clone(), faults2.clone(), upstream.clone());
+                let (choose, seen, upstream) = (choose.clone(), seen2.clone(), upstream.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &upstream, &choose, &faults);
+                    let _ = serve(conn, &upstream, &choose, &seen);
                 });
             }
         });
-        FaultProxy {
-            addr,
-            faults_injected: faults,
-            stop,
-        }
+        FaultProxy { addr, seen, stop }
     }
+
+    /// Every request seen so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many faults were injected so far.
+    pub fn faults(&self) -> usize {
+        self.seen().iter().filter(|s| s.fault.is_some()).count()
+    }
+
+    /// How many times each (method, path) was seen, the path as the client
+    /// means it: an upload session's id and state (chosen by the registry,
+    /// new for every session) left out, the blob digest kept. A retry in a
+    /// new session counts as the same request.
+    pub fn by_request(&self) -> BTreeMap<(String, String), u64> {
+        let mut m = BTreeMap::new();
+        for s in self.seen() {
+            *m.entry((s.method, logical_path(&s.path))).or_default() += 1;
+        }
+        m
+    }
+}
+
+/// `/v2/R/blobs/uploads/ID?_state=S&digest=D` → `/v2/R/blobs/uploads/…?digest=D`.
+fn logical_path(path: &str) -> String {
+    match path.split_once("/blobs/uploads/") {
+        Some((repo, session)) if !session.is_empty() && !session.starts_with('?') => {
+            let query = session.split_once('?').map_or("", |(_, q)| q);
+            let digest: Vec<&str> = query.split('&').filter(|kv| kv.starts_with("digest=")).collect();
+            format!("{repo}/blobs/uploads/…?{}", digest.join("&"))
+        }
+        _ => path.to_string(),
+    }
+}
+
+/// Requests by method.
+pub fn by_method(seen: &[Seen]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in seen {
+        *m.entry(s.method.clone()).or_default() += 1;
+    }
+    m
 }
 
 type Head = (String, Vec<(String, String)>);
@@ -471,7 +525,7 @@ fn read_body(r: &mut BufReader<TcpStream>, h: &[(String, String)]) -> std::io::R
     Ok(Vec::new())
 }
 
-fn serve(conn: TcpStream, upstream: &str, choose: &Chooser, faults: &AtomicU64) -> std::io::Result<()> {
+fn serve(conn: TcpStream, upstream: &str, choose: &Chooser, seen: &Log) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut client = conn;
     // One request per connection: the proxy answers `connection: close`.
@@ -482,9 +536,18 @@ fn serve(conn: TcpStream, upstream: &str, choose: &Chooser, faults: &AtomicU64) 
     let method = it.next().unwrap_or("").to_string();
     let path = it.next().unwrap_or("").to_string();
     let fault = choose(&method, &path);
-    if fault.is_some() {
-        faults.fetch_add(1, Ordering::SeqCst);
-    }
+    let index = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            content_range: header(&headers, "content-range").map(str::to_string),
+            fault,
+        });
+        seen.len() - 1
+    };
+    // A fault that turns out not to apply (nothing to corrupt or cut) is not counted.
+    let not_applied = || seen.lock().unwrap()[index].fault = None;
     match fault {
         Some(Fault::DropRequest) => {
             // Take part of the body (if any), then hang up mid-request.
@@ -544,9 +607,13 @@ fn serve(conn: TcpStream, upstream: &str, choose: &Chooser, faults: &AtomicU64) 
             upr.read_to_end(&mut rbody)?;
         }
     }
-    if fault == Some(Fault::Corrupt) && path.contains("/blobs/sha256:") && !rbody.is_empty() {
-        let i = rbody.len() / 2;
-        rbody[i] ^= 0xff;
+    if fault == Some(Fault::Corrupt) {
+        if path.contains("/blobs/sha256:") && !rbody.is_empty() {
+            let i = rbody.len() / 2;
+            rbody[i] ^= 0xff;
+        } else {
+            not_applied();
+        }
     }
     write!(client, "{status_line}\r\n")?;
     for (k, v) in &rh {
@@ -559,10 +626,13 @@ fn serve(conn: TcpStream, upstream: &str, choose: &Chooser, faults: &AtomicU64) 
         write!(client, "content-length: {}\r\n", rbody.len())?;
     }
     write!(client, "connection: close\r\n\r\n")?;
-    if fault == Some(Fault::DropResponse) && rbody.len() > 1 {
-        client.write_all(&rbody[..rbody.len() / 2])?;
-        client.shutdown(Shutdown::Both)?;
-        return Ok(());
+    if fault == Some(Fault::DropResponse) {
+        if rbody.len() > 1 {
+            client.write_all(&rbody[..rbody.len() / 2])?;
+            client.shutdown(Shutdown::Both)?;
+            return Ok(());
+        }
+        not_applied();
     }
     client.write_all(&rbody)?;
     Ok(())
