@@ -61,8 +61,16 @@ impl BlobSource for VerifiedFileBlob {
         let mut f = open_regular(&self.path)?;
         f.seek(SeekFrom::Start(self.offset)).map_err(Error::read(&self.path))?;
         let what = format!("blob {}", self.descriptor.digest);
+        // A whole file (offset 0) may be longer than declared: read one
+        // byte more so the verifier sees it. A member of an archive ends
+        // where its header says; what follows is the next member.
+        let limit = if self.offset == 0 {
+            self.descriptor.size + 1
+        } else {
+            self.descriptor.size
+        };
         Ok(Box::new(VerifyingReader::new(
-            f.take(self.descriptor.size + 1),
+            f.take(limit),
             self.descriptor.digest.clone(),
             self.descriptor.size,
             what,
@@ -79,7 +87,17 @@ pub fn open_regular(path: &std::path::Path) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(Error::read(path))?;
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW on a symlink.
+            Some(libc::ELOOP) => Error::format(
+                path.display().to_string(),
+                "not a regular file (a symlink where a blob or index was expected); kiln does not follow links in layouts",
+            ),
+            _ => Error::Read {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
     let meta = f.metadata().map_err(Error::read(path))?;
     if !meta.is_file() {
         return Err(Error::format(

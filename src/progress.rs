@@ -9,24 +9,28 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     show: bool,
+    /// Colour in bars (off when NO_COLOR is set: the CLI decides).
+    color: bool,
 }
 
 impl Progress {
     /// `quiet` hides everything; bars also hide when stderr is not a terminal.
-    pub fn new(quiet: bool) -> Self {
-        Progress { show: !quiet }
+    pub fn new(quiet: bool, color: bool) -> Self {
+        Progress { show: !quiet, color }
     }
 
     /// No output at all (library callers, tests).
     pub fn hidden() -> Self {
-        Progress { show: false }
+        Progress {
+            show: false,
+            color: false,
+        }
     }
 
     /// A byte-count bar for `total` bytes.
     pub fn bytes(&self, total: u64, message: &str) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(Some(total), self.target());
-        let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let template = if plain {
+        let template = if !self.color {
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
         } else {
             "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"

@@ -401,3 +401,66 @@ fn locked_refuses_to_create_or_change_the_lock() {
         .env("SOURCE_DATE_EPOCH", "1")
         .args(["build", "--quiet", "--locked"]));
 }
+
+#[test]
+fn the_fetch_phase_runs_no_project_code_and_the_cargo_home_is_read_only() {
+    require_engine();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
+    let p = checkout("with-deps", &sb.join("wrapped"));
+    // A wrapper the project names twice (kiln.toml env and .cargo/config.toml).
+    // It fails the build if it runs where /kiln/target is absent (the fetch
+    // phase) or if it can write the shared cargo home.
+    let wrap = p.join("wrap.sh");
+    fs::write(
+        &wrap,
+        "#!/bin/sh\n\
+         if [ ! -d /kiln/target ]; then echo 'PROJECT CODE RAN IN THE FETCH PHASE' >&2; exit 1; fi\n\
+         if touch /kiln/cargo/poisoned 2>/dev/null; then echo 'THE CARGO HOME IS WRITABLE' >&2; exit 1; fi\n\
+         exec \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrap, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(p.join(".cargo")).unwrap();
+    fs::write(
+        p.join(".cargo/config.toml"),
+        "[build]\nrustc-wrapper = \"/kiln/src/wrap.sh\"\n",
+    )
+    .unwrap();
+    let toml = fs::read_to_string(p.join("kiln.toml")).unwrap();
+    fs::write(
+        p.join("kiln.toml"),
+        toml.replacen(
+            "[build]\n",
+            "[build]\nenv = { RUSTC_WRAPPER = \"/kiln/src/wrap.sh\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    // Fresh volumes: the fetch phase runs (no marker can skip it).
+    let mut cmd = sb.kiln();
+    cmd.current_dir(&p).env("SOURCE_DATE_EPOCH", "1700000000").args([
+        "build",
+        "--json",
+        "--fresh",
+        "--builder",
+        &builder(),
+    ]);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    engine.containers_named(format!("kiln-.*-{}-", child.id()));
+    engine.volumes_named(format!("-fresh-{}-", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", explain(&cmd, &out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cache"], "miss");
+    // The wrapper really runs in the build phase (so the checks above ran):
+    // one that always fails fails the build, with its own words.
+    fs::write(&wrap, "#!/bin/sh\necho 'THE WRAPPER RAN' >&2\nexit 1\n").unwrap();
+    let mut cmd = sb.kiln();
+    cmd.current_dir(&p)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--no-cache", "--builder", &builder()]);
+    let err = fails(&mut cmd);
+    assert!(err.contains("THE WRAPPER RAN"), "{err}");
+}

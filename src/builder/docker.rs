@@ -82,8 +82,49 @@ impl Builder for DockerBuilder {
             compression: Compression::None,
         };
         crate::layer::write_layer(&upload, &opts, &tar_path, &|_| {})?;
-        build(plan, &pinned, &tar_path, &self.progress, &self.fetched)
+        let fetch_path = staging.path().join("fetch.tar");
+        crate::layer::write_layer(&fetch_tree(&upload)?, &opts, &fetch_path, &|_| {})?;
+        let tars = Tars {
+            build: &tar_path,
+            fetch: &fetch_path,
+        };
+        build(plan, &pinned, tars, &self.progress, &self.fetched)
     }
+}
+
+/// The two uploads: the whole project for the build phase, and for the
+/// fetch phase (which has network) only what dependency resolution reads.
+#[derive(Clone, Copy)]
+struct Tars<'a> {
+    build: &'a Path,
+    fetch: &'a Path,
+}
+
+/// What the fetch phase sees of the project: every Cargo.toml and Cargo.lock
+/// with its content, every other file as an empty placeholder (so cargo's
+/// target discovery finds what it would), no `.cargo/` directory (no
+/// project config: no wrapper, no build settings), and the CA bundle. No
+/// project code reaches the only phase with network.
+pub fn fetch_tree(upload: &Tree) -> Result<Tree> {
+    use crate::layer::tree::Node;
+    let mut t = Tree::new();
+    for (path, node) in upload.entries() {
+        if path.split('/').any(|c| c == ".cargo") {
+            continue;
+        }
+        let dest = format!("/{path}");
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let keep = matches!(name, "Cargo.toml" | "Cargo.lock") || dest == CA_PATH;
+        match node {
+            Node::Dir { mode } => t.add_dir(&dest, *mode, "fetch")?,
+            Node::Symlink { target } => t.add_symlink(&dest, target.clone(), "fetch")?,
+            Node::File { src, size, mode } if keep => t.add_host_file(&dest, src.clone(), *size, *mode, "fetch")?,
+            Node::Bytes { data, mode } if keep => t.add_bytes(&dest, data.clone(), *mode, "fetch")?,
+            Node::File { mode, .. } | Node::Bytes { mode, .. } => t.add_bytes(&dest, Vec::new(), *mode, "fetch")?,
+            Node::Hardlink { .. } => t.add_bytes(&dest, Vec::new(), 0o644, "fetch")?,
+        }
+    }
+    Ok(t)
 }
 
 /// Label on every container and volume kiln creates.
@@ -160,13 +201,7 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
 
 /// Runs the fetch and build phases for `plan`; `source_tar` holds the
 /// project (and CA bundle) as a tar to unpack at `/`.
-fn build(
-    plan: &Plan,
-    pinned: &PinnedImage,
-    source_tar: &Path,
-    progress: &Progress,
-    fetched: &Path,
-) -> Result<Artifacts> {
+fn build(plan: &Plan, pinned: &PinnedImage, tars: Tars<'_>, progress: &Progress, fetched: &Path) -> Result<Artifacts> {
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
@@ -174,7 +209,7 @@ fn build(
         docker.ping().await.map_err(|e| Error::Engine {
             message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
         })?;
-        let flow = run(&docker, plan, pinned, source_tar, progress, fetched, created.clone());
+        let flow = run(&docker, plan, pinned, tars, progress, fetched, created.clone());
         let r = tokio::select! {
             r = flow => r,
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
@@ -197,11 +232,15 @@ fn build(
     })
 }
 
+/// The cache volumes of a phase. The build phase (project code runs there)
+/// gets the cargo home read-only: it can use the fetched crate sources but
+/// not rewrite them for the next project that compiles them.
 fn mounts(plan: &Plan, pinned: &PinnedImage, with_target: bool) -> Vec<Mount> {
     let mut m = vec![Mount {
         target: Some(CARGO_HOME.into()),
         source: Some(plan.cargo_volume(pinned)),
         typ: Some(MountType::VOLUME),
+        read_only: Some(with_target),
         ..Default::default()
     }];
     if with_target {
@@ -219,7 +258,7 @@ async fn run(
     docker: &Docker,
     plan: &Plan,
     pinned: &PinnedImage,
-    source_tar: &Path,
+    tars: Tars<'_>,
     progress: &Progress,
     fetched: &Path,
     created: Arc<Mutex<Vec<String>>>,
@@ -244,7 +283,7 @@ async fn run(
     let marker = fetch_marker(plan, pinned, fetched);
     let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
     if !skipped_fetch {
-        fetch(docker, plan, pinned, &image, source_tar, progress, created.clone()).await?;
+        fetch(docker, plan, pinned, &image, tars.fetch, progress, created.clone()).await?;
         if let Some(m) = &marker {
             let _ = std::fs::create_dir_all(m.parent().expect("marker has a parent"));
             let _ = std::fs::write(m, b"");
@@ -279,16 +318,16 @@ async fn run(
         network: false,
         with_target: true,
     };
-    let (mut code, mut log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
+    let (mut code, mut log) = run_phase(docker, plan, pinned, &image, &build, tars.build, &sp, created.clone()).await?;
     sp.finish_and_clear();
     if code != 0 && skipped_fetch && missing_crates(&log) {
         // The cache volume lost crates since the marker was written: fetch, then build again.
         if let Some(m) = &marker {
             let _ = std::fs::remove_file(m);
         }
-        fetch(docker, plan, pinned, &image, source_tar, progress, created.clone()).await?;
+        fetch(docker, plan, pinned, &image, tars.fetch, progress, created.clone()).await?;
         let sp = progress.spinner("compiling (network off)");
-        (code, log) = run_phase(docker, plan, pinned, &image, &build, source_tar, &sp, created.clone()).await?;
+        (code, log) = run_phase(docker, plan, pinned, &image, &build, tars.build, &sp, created.clone()).await?;
         sp.finish_and_clear();
     }
     let id = created
@@ -323,7 +362,9 @@ async fn fetch(
     progress: &Progress,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<()> {
-    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
+    // Not base_env: the project's [build] env (e.g. RUSTC_WRAPPER) stays
+    // out of the only phase with network and proxy credentials.
+    let mut env = plan.fetch_env(CARGO_HOME, TARGET_DIR);
     if plan.ca_bundle.is_some() {
         for k in ["CARGO_HTTP_CAINFO", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE"] {
             env.push(format!("{k}={CA_PATH}"));

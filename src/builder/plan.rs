@@ -145,18 +145,17 @@ impl Plan {
             .unwrap_or_else(|| source::SRC_DIR.to_string())
     }
 
-    /// Environment common to both phases.
+    /// The fetch phase's environment: kiln's fixed settings only, nothing
+    /// from the project (the fetch has network; project settings such as a
+    /// RUSTC_WRAPPER must not run there).
+    pub fn fetch_env(&self, cargo_home: &str, target_dir: &str) -> Vec<String> {
+        self.fixed_env(cargo_home, target_dir)
+    }
+
+    /// Environment of the build phase: kiln's fixed settings, then the
+    /// project's [build] env, then a verify variation.
     pub fn base_env(&self, cargo_home: &str, target_dir: &str) -> Vec<String> {
-        let mut env = vec![
-            format!("CARGO_HOME={cargo_home}"),
-            format!("CARGO_TARGET_DIR={target_dir}"),
-            format!("SOURCE_DATE_EPOCH={}", self.timestamp.0),
-            "CARGO_INCREMENTAL=0".into(),
-            "CARGO_TERM_COLOR=never".into(),
-            "TZ=UTC".into(),
-            "LANG=C.UTF-8".into(),
-            "LC_ALL=C.UTF-8".into(),
-        ];
+        let mut env = self.fixed_env(cargo_home, target_dir);
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         if let Some(v) = &self.variation {
             env.extend(v.env.iter().map(|(k, val)| format!("{k}={val}")));
@@ -165,6 +164,19 @@ impl Plan {
             }
         }
         env
+    }
+
+    fn fixed_env(&self, cargo_home: &str, target_dir: &str) -> Vec<String> {
+        vec![
+            format!("CARGO_HOME={cargo_home}"),
+            format!("CARGO_TARGET_DIR={target_dir}"),
+            format!("SOURCE_DATE_EPOCH={}", self.timestamp.0),
+            "CARGO_INCREMENTAL=0".into(),
+            "CARGO_TERM_COLOR=never".into(),
+            "TZ=UTC".into(),
+            "LANG=C.UTF-8".into(),
+            "LC_ALL=C.UTF-8".into(),
+        ]
     }
 
     /// `cargo fetch` argv (without `cargo`).

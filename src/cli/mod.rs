@@ -105,7 +105,7 @@ fn env(name: &str) -> Option<String> {
 /// library's explicit [`kiln::context::Context`].
 fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
     use kiln::store::registry::{Options, RetryPolicy, auth};
-    let progress = kiln::progress::Progress::new(cli.quiet || cli.json);
+    let progress = kiln::progress::Progress::new(cli.quiet || cli.json, env("NO_COLOR").is_none());
     let home = env("HOME");
     let mut retry = RetryPolicy::default();
     if let Some(ms) = env("KILN_RETRY_BASE_MS") {

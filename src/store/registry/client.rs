@@ -198,8 +198,24 @@ impl Client {
         let mut base = base;
         if may_be_plain {
             let probe = http.get(base.clone()).timeout(Duration::from_secs(5)).send().await;
-            if probe.is_err() {
-                base.set_scheme("http").expect("http is a valid scheme");
+            match probe {
+                // A server that speaks TLS with a certificate kiln does not
+                // trust is a problem to report, not a reason to drop to HTTP.
+                Err(e) if certificate_problem(&e).is_some() => {
+                    return Err(Error::Registry {
+                        registry: r.registry.clone(),
+                        status: 0,
+                        code: "TLS".into(),
+                        message: format!(
+                            "the registry's TLS certificate is not trusted ({}); put its CA in certs.d/{}/ca.crt (KILN_CERTS_DIR, /etc/docker/certs.d)",
+                            certificate_problem(&e).unwrap_or_default(),
+                            r.registry
+                        ),
+                        retryable: false,
+                    });
+                }
+                Err(_) => base.set_scheme("http").expect("http is a valid scheme"),
+                Ok(_) => {}
             }
         }
         Ok(Client {
@@ -634,6 +650,30 @@ impl Client {
     pub fn bytes_body(b: &Bytes) -> reqwest::Body {
         reqwest::Body::from(b.clone())
     }
+}
+
+/// The certificate error inside a failed request, if that is what failed
+/// (rustls reports it as `invalid peer certificate: …` somewhere down the
+/// source chain; the wrapping differs between hyper versions, so the chain
+/// is searched by type and by text).
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(
+            t @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType),
+        ) = err.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        let text = err.to_string();
+        if text.contains("certificate") {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn transport_kind(e: &reqwest::Error) -> String {
