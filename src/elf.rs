@@ -538,6 +538,22 @@ mod tests {
             if b.len() >= 4 { b[..4].copy_from_slice(b"\x7fELF"); }
             let n = b.len() as u64;
             let _ = parse(&b, n);
+            let _ = sections(&b);
+        }
+
+        #[test]
+        fn section_tables_of_mutated_elves_stay_inside_the_file(flips in proptest::collection::vec((0usize..8192, proptest::num::u8::ANY), 1..40)) {
+            let mut b = std::fs::read("/bin/true").unwrap();
+            let len = b.len();
+            // Mutate the ELF header and the section header table.
+            let shoff = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+            for (i, v) in flips {
+                let at = if i % 2 == 0 { i % 64 } else { shoff + i % (len - shoff).max(1) };
+                if at < len { b[at] = v; }
+            }
+            for s in sections(&b) {
+                proptest::prop_assert!(s.offset.checked_add(s.size).is_some_and(|e| e <= b.len() as u64) || s.size == 0);
+            }
         }
     }
 }

@@ -446,4 +446,33 @@ mod tests {
         assert!(parse_pax(b"x path=abc\n").is_err());
         assert!(parse_pax(b"5 ab\n").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
+            let _ = entries(&mut &bytes[..], &Limits::default(), "fuzz", |_, r| {
+                io::copy(r, &mut io::sink()).map(|_| ()).map_err(|e| Error::format("fuzz", e.to_string()))
+            });
+        }
+
+        #[test]
+        fn mutated_tars_never_panic(flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..24)) {
+            let long = "n/".repeat(80);
+            let pax = "30 path=pax/with/a/long/path\n".to_string();
+            let mut t = tar_with(&[
+                (b"././@LongLink", b'L', long.as_bytes()),
+                (b"f", b'0', b"data"),
+                (b"pax", b'x', pax.as_bytes()),
+                (b"g", b'2', b""),
+                (b"h", b'1', b""),
+            ]);
+            for (i, v) in flips {
+                if i < t.len() { t[i] = v; }
+            }
+            let small = Limits { max_header: 512, max_path: 200, max_entries: 8, ..Limits::default() };
+            let _ = entries(&mut &t[..], &small, "fuzz", |_, r| {
+                io::copy(r, &mut io::sink()).map(|_| ()).map_err(|e| Error::format("fuzz", e.to_string()))
+            });
+        }
+    }
 }
