@@ -10,52 +10,54 @@ use crate::{Error, Result};
 /// `~/.cache/kiln`) and the buckets in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cache {
-    root: PathBuf,
+    /// None when the environment names no cache (no HOME): commands that
+    /// need the cache then fail with advice; the others never notice.
+    root: Option<PathBuf>,
 }
 
 impl Cache {
     /// A cache rooted at `root` (created on first use, mode 0700).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Cache { root: root.into() }
+        Cache {
+            root: Some(root.into()),
+        }
     }
 
     /// The cache the environment names. Never a shared directory such as
-    /// /tmp: without KILN_CACHE_DIR, XDG_CACHE_HOME or HOME it is an error.
-    pub fn from_env(kiln_cache_dir: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Result<Self> {
+    /// /tmp: without KILN_CACHE_DIR, XDG_CACHE_HOME or HOME there is none,
+    /// and using it is an error that says so.
+    pub fn from_env(kiln_cache_dir: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Self {
         let nonempty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(PathBuf::from);
-        if let Some(d) = nonempty(kiln_cache_dir) {
-            return Ok(Cache::new(d));
-        }
-        if let Some(d) = nonempty(xdg_cache_home) {
-            return Ok(Cache::new(d.join("kiln")));
-        }
-        if let Some(h) = nonempty(home) {
-            return Ok(Cache::new(h.join(".cache/kiln")));
-        }
-        Err(Error::invalid(
-            "cache directory",
-            "(none)",
-            "HOME is not set; set KILN_CACHE_DIR to a directory only you can write",
-        ))
+        let root = nonempty(kiln_cache_dir)
+            .or_else(|| nonempty(xdg_cache_home).map(|d| d.join("kiln")))
+            .or_else(|| nonempty(home).map(|h| h.join(".cache/kiln")));
+        Cache { root }
     }
 
     /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn root(&self) -> Result<&Path> {
+        self.root.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "cache directory",
+                "(none)",
+                "HOME is not set; set KILN_CACHE_DIR to a directory only you can write",
+            )
+        })
     }
 
     /// Creates the root (0700: other users must not plant blobs or results)
     /// and returns `bucket` under it.
     fn bucket(&self, bucket: &str) -> Result<PathBuf> {
         use std::os::unix::fs::DirBuilderExt;
-        if !self.root.is_dir() {
+        let root = self.root()?;
+        if !root.is_dir() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&self.root)
-                .map_err(Error::write(&self.root))?;
+                .create(root)
+                .map_err(Error::write(root))?;
         }
-        Ok(self.root.join(bucket))
+        Ok(root.join(bucket))
     }
 
     /// Build results by input key: an OCI layout, one tag per key.
@@ -87,18 +89,19 @@ mod tests {
     #[test]
     fn root_from_the_environment_never_tmp() {
         assert_eq!(
-            Cache::from_env(Some("/c"), Some("/x"), Some("/h")).unwrap().root(),
+            Cache::from_env(Some("/c"), Some("/x"), Some("/h")).root().unwrap(),
             Path::new("/c")
         );
         assert_eq!(
-            Cache::from_env(None, Some("/x"), Some("/h")).unwrap().root(),
+            Cache::from_env(None, Some("/x"), Some("/h")).root().unwrap(),
             Path::new("/x/kiln")
         );
         assert_eq!(
-            Cache::from_env(Some(""), None, Some("/h")).unwrap().root(),
+            Cache::from_env(Some(""), None, Some("/h")).root().unwrap(),
             Path::new("/h/.cache/kiln")
         );
-        assert!(Cache::from_env(None, None, None).is_err());
+        let none = Cache::from_env(None, None, None);
+        assert!(none.images().unwrap_err().to_string().contains("KILN_CACHE_DIR"));
     }
 
     #[test]
@@ -107,7 +110,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::new(d.path().join("cache"));
         c.images().unwrap();
-        let mode = std::fs::metadata(c.root()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(c.root().unwrap()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }
 }

@@ -23,6 +23,8 @@ enum Reply {
     Full(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Status and headers, then bytes until the client hangs up.
     Endless(u16, Vec<(&'static str, String)>, &'static [u8]),
+    /// Close the connection before reading the request body (mid-upload).
+    Hangup,
 }
 
 /// A request as the server saw it.
@@ -98,17 +100,22 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) {
                 _ => {}
             }
         }
-        let mut body = vec![0u8; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
         let has_auth = auth.is_some();
         seen.lock().unwrap().push(Seen {
             method: method.clone(),
             path: path.clone(),
             authorization: auth,
         });
-        match handler(&method, &path, has_auth) {
+        let reply = handler(&method, &path, has_auth);
+        if matches!(reply, Reply::Hangup) {
+            return;
+        }
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        match reply {
+            Reply::Hangup => unreachable!("handled above"),
             Reply::Full(status, headers, body) => {
                 let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
                 for (k, v) in headers {
@@ -508,4 +515,245 @@ fn a_ten_thousand_deep_index_chain_is_refused_not_a_crash() {
     let reg = &dev_env()["KILN_REGISTRY"];
     let err = fails(sb.kiln().args(["push", &r, &format!("{reg}/kiln-test/deep:t")]));
     assert!(err.contains("indexes nest deeper than 8 levels"), "{err}");
+}
+
+#[test]
+fn a_registry_that_hangs_up_mid_upload_is_an_error_not_a_signal() {
+    let sb = Sandbox::new();
+    let registry = Evil::start(|method, path, _| match (method, path) {
+        (_, "/v2/") => Reply::Full(200, vec![], b"{}".to_vec()),
+        ("HEAD", _) => Reply::Full(404, vec![], Vec::new()),
+        ("POST", _) => Reply::Full(
+            202,
+            vec![("Location", "/v2/evil/img/blobs/uploads/s1".into())],
+            Vec::new(),
+        ),
+        ("PUT", _) => Reply::Hangup,
+        _ => Reply::Full(500, vec![], Vec::new()),
+    });
+    // A large blob, so kiln is still writing when the server closes.
+    let data = sb.join("big");
+    std::fs::write(&data, vec![7u8; 8 << 20]).unwrap();
+    let layout = sb.join("img");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--compression", "none", "--add", "big:/big", "--out"])
+        .arg(format!("oci:{}:t", layout.display())));
+    let mut c = sb.kiln();
+    c.env("KILN_RETRY_BASE_MS", "10").args([
+        "push",
+        &format!("oci:{}:t", layout.display()),
+        &format!("{}/evil/img:t", registry.addr),
+    ]);
+    let out = output(&mut c);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "not killed by a signal\n{}",
+        explain(&c, &out)
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&c, &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("registry"), "{stderr}");
+    let mut per_blob: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in registry.seen().iter().filter(|s| s.method == "PUT") {
+        *per_blob.entry(s.path.clone()).or_default() += 1;
+    }
+    assert!(!per_blob.is_empty());
+    assert!(
+        per_blob.values().all(|n| (2..=6).contains(n)),
+        "each upload retried, within the attempts: {per_blob:?}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_kiln_quietly() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.join("f"), b"x").unwrap();
+    let layout = sb.join("img");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--add", "f:/f", "--out"])
+        .arg(format!("oci:{}:t", layout.display())));
+    let mut c = sb.kiln();
+    c.args(["inspect", "--files"])
+        .arg(format!("oci:{}:t", layout.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away before kiln writes
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), None, "no SIGPIPE death");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "quiet: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn diff_recomputes_diff_ids_and_lists_layers_only_one_side_has() {
+    use flate2::{Compression, write::GzEncoder};
+    let sb = Sandbox::new();
+    let tar_of = |content: &[u8]| {
+        let mut t = header("app", b'0', content.len() as u64);
+        t.extend_from_slice(content);
+        t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(&t).unwrap();
+        gz.finish().unwrap()
+    };
+    // Two images whose configs claim the same diff_id, with different /app.
+    let same = format!("sha256:{}", "1".repeat(64));
+    let (a, b) = (sb.join("a"), sb.join("b"));
+    hostile_layout(&a, &tar_of(b"one"), &same);
+    hostile_layout(&b, &tar_of(b"two"), &same);
+    let out = output(sb.kiln().args([
+        "diff",
+        &format!("oci:{}:t", a.display()),
+        &format!("oci:{}:t", b.display()),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains("compression-only"),
+        "the claimed diff_ids are not trusted: {text}"
+    );
+    assert!(text.contains("changed /app"), "{text}");
+
+    // A second layer only B has: its files are listed.
+    std::fs::write(sb.join("extra"), b"e").unwrap();
+    let c = sb.join("c");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--add", "extra:/extra", "--out"])
+        .arg(format!("oci:{}:t", c.display())));
+    let d = sb.join("d");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--from"])
+        .arg(format!("oci:{}:t", c.display()))
+        .args(["--add", "extra:/more/extra2", "--out"])
+        .arg(format!("oci:{}:t", d.display())));
+    let out = output(sb.kiln().args([
+        "diff",
+        &format!("oci:{}:t", c.display()),
+        &format!("oci:{}:t", d.display()),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("added /more/extra2"), "{text}");
+}
+
+#[test]
+fn a_planted_blob_of_the_right_size_never_reaches_an_output() {
+    let sb = Sandbox::new();
+    let reg = &dev_env()["KILN_REGISTRY"];
+    std::fs::write(sb.join("f"), vec![3u8; 100_000]).unwrap();
+    let layout = sb.join("img");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--add", "f:/f", "--out"])
+        .arg(format!("oci:{}:t", layout.display())));
+    let dest = format!("{reg}/kiln-test/planted-{}:t", std::process::id());
+    ok(sb.kiln().args(["push", &format!("oci:{}:t", layout.display()), &dest]));
+    ok(sb
+        .kiln()
+        .args(["pull", &dest, "--out", &format!("oci:{}:x", sb.join("p1").display())]));
+    // Replace every blob in the content store by bytes of the same size.
+    let store = sb.cache().join("blobs/sha256");
+    for e in std::fs::read_dir(&store).unwrap().flatten() {
+        let len = std::fs::metadata(e.path()).unwrap().len() as usize;
+        std::fs::write(e.path(), vec![b'!'; len]).unwrap();
+    }
+    let p2 = sb.join("p2");
+    ok(sb
+        .kiln()
+        .args(["pull", &dest, "--out", &format!("oci:{}:x", p2.display())]));
+    validate(&p2);
+}
+
+#[test]
+fn without_home_kiln_refuses_a_shared_cache_but_needs_none_to_assemble() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.join("f"), b"x").unwrap();
+    let mut c = sb.kiln();
+    c.env_remove("HOME").env_remove("KILN_CACHE_DIR");
+    c.args(["assemble", "--add", "f:/f", "--out"])
+        .arg(format!("oci:{}:t", sb.join("img").display()));
+    ok(&mut c);
+    let mut c = sb.kiln();
+    c.env_remove("HOME").env_remove("KILN_CACHE_DIR").args([
+        "pull",
+        "127.0.0.1:1/x/y:z",
+        "--out",
+        &format!("oci:{}:t", sb.join("o").display()),
+    ]);
+    let err = fails(&mut c);
+    assert!(
+        err.contains("HOME is not set") && err.contains("KILN_CACHE_DIR"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("/tmp/.cache/kiln").exists(), "no cache in /tmp");
+}
+
+#[test]
+fn a_failing_writer_never_removes_a_concurrent_writers_new_layout() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.join("f"), vec![5u8; 200_000]).unwrap();
+    // A base whose layer blob is corrupt (right size, wrong bytes): copying
+    // it into a new layout fails midway.
+    let bad = sb.join("bad");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--add", "f:/f", "--out"])
+        .arg(format!("oci:{}:t", bad.display())));
+    let checked = validate(&bad);
+    let layer = checked[0].manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = bad.join("blobs/sha256").join(&layer);
+    let len = std::fs::metadata(&blob).unwrap().len() as usize;
+    std::fs::write(&blob, vec![0u8; len]).unwrap();
+    for round in 0..15 {
+        let out = sb.join(format!("new-{round}"));
+        let mut failing = sb.kiln();
+        failing
+            .args(["assemble", "--from"])
+            .arg(format!("oci:{}:t", bad.display()))
+            .args(["--add", "f:/g", "--out"])
+            .arg(format!("oci:{}:failing", out.display()));
+        let mut healthy = sb.kiln();
+        healthy
+            .args(["assemble", "--add", "f:/h", "--out"])
+            .arg(format!("oci:{}:healthy", out.display()));
+        let f = failing
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let h = healthy.output().unwrap();
+        let f = f.wait_with_output().unwrap();
+        assert!(
+            h.status.success(),
+            "round {round}: the healthy writer failed\n{}",
+            explain(&healthy, &h)
+        );
+        assert!(!f.status.success(), "round {round}: the corrupt base must fail");
+        let tags: Vec<String> = serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(out.join("index.json")).unwrap(),
+        )
+        .unwrap()["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(tags, vec!["healthy".to_string()], "round {round}");
+        validate(&out);
+    }
 }

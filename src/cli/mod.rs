@@ -175,7 +175,7 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
         env("KILN_CACHE_DIR").as_deref(),
         env("XDG_CACHE_HOME").as_deref(),
         home.as_deref(),
-    )?;
+    );
     Ok(kiln::context::Context {
         registry,
         cache,

@@ -54,7 +54,9 @@ pub fn print_report(name: &str, report: &Report, quiet: bool, stderr: bool) {
             Severity::Warning => "warning",
             Severity::Info => "info",
         };
-        out(format!("  {sev}: {}: {}", f.file, f.message));
-        out(format!("    fix: {}", f.fix));
+        // Paths and messages carry names from the image: no raw control characters.
+        let esc = |s: &str| kiln::text::escape_controls(s).into_owned();
+        out(format!("  {sev}: {}: {}", esc(&f.file), esc(&f.message)));
+        out(format!("    fix: {}", esc(&f.fix)));
     }
 }

@@ -47,10 +47,9 @@ impl LayoutSink {
         }
     }
 
-    /// Creates (or opens) the layout and runs `write` under its lock. A new
-    /// layout that fails is removed file by file: only what this writer
-    /// created, so a concurrent writer's work is never deleted.
-    fn with_lock(&self, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+    /// Creates (or opens) the layout directory and locks it. Returns whether
+    /// this writer created it.
+    fn open_locked(&self) -> Result<(bool, fs::File)> {
         let created_dir = match fs::create_dir(&self.dir) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
@@ -73,10 +72,32 @@ impl LayoutSink {
             });
         }
         // One writer at a time updates index.json (a lock on the directory
-        // itself: no extra file in the layout). Checked under the lock, so
-        // two writers of a new layout agree on what is there.
+        // itself: no extra file in the layout). What is there is checked
+        // under the lock, so two writers of a new layout agree on it.
         let lock = fs::File::open(&self.dir).map_err(Error::write(&self.dir))?;
         lock.lock().map_err(Error::write(&self.dir))?;
+        Ok((created_dir, lock))
+    }
+
+    /// Creates (or opens) the layout and runs `write` under its lock. A new
+    /// layout that fails is removed file by file: only what this writer
+    /// created, so a concurrent writer's work is never deleted.
+    fn with_lock(&self, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+        // A writer that created the directory and failed removes it; one
+        // waiting for the lock meanwhile holds a removed directory. It
+        // notices (the path no longer names the locked inode) and starts over.
+        let mut attempts = 0;
+        let (created_dir, lock) = loop {
+            attempts += 1;
+            let (created_dir, lock) = self.open_locked()?;
+            use std::os::unix::fs::MetadataExt;
+            let locked = lock.metadata().map_err(Error::write(&self.dir))?;
+            let same =
+                fs::symlink_metadata(&self.dir).is_ok_and(|m| m.ino() == locked.ino() && m.dev() == locked.dev());
+            if same || attempts >= 5 {
+                break (created_dir, lock);
+            }
+        };
         let layout_file = self.dir.join("oci-layout");
         let foreign = fs::read_dir(&self.dir)
             .map_err(Error::read(&self.dir))?
