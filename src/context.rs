@@ -23,6 +23,8 @@ pub struct Context {
     /// HTTP(S)_PROXY/NO_PROXY from the environment: given to the build's
     /// fetch phase only.
     pub proxy_env: Vec<(String, String)>,
+    /// KILN_CA_BUNDLE: a CA bundle for the fetch phase, from the user's side.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
             progress: Progress::hidden(),
             timestamp: None,
             proxy_env: Vec::new(),
+            ca_bundle: None,
         }
     }
 }

@@ -192,4 +192,26 @@ fn a_project_cannot_put_host_files_into_its_image() {
     // as the (unreachable) builder.
     let err = confinement_error(&sb, Some("ok-link"), Some("ok-link"));
     assert!(!err.contains("outside the project"), "{err}");
+    // A bundle from outside the project comes from the user's side only.
+    let p = sb.join("proj");
+    let err = fails(
+        sb.kiln()
+            .args([
+                "build",
+                "--ca-bundle",
+                "/etc/ssl/certs/ca-certificates.crt",
+                "--project",
+            ])
+            .arg(&p),
+    );
+    assert!(
+        !err.contains("ca_bundle") && !err.contains("--ca-bundle"),
+        "accepted: {err}"
+    );
+    let err = fails(
+        sb.kiln()
+            .args(["build", "--ca-bundle", "/no/such.pem", "--project"])
+            .arg(&p),
+    );
+    assert!(err.contains("invalid --ca-bundle `/no/such.pem`"), "{err}");
 }

@@ -138,6 +138,9 @@ pub struct BuildRequest {
     pub variation: Option<Variation>,
     /// HTTP(S)_PROXY/NO_PROXY for the fetch phase.
     pub proxy_env: Vec<(String, String)>,
+    /// A CA bundle from the user's side (flag or environment), for the fetch
+    /// phase; overrides `[build] ca_bundle`.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// What a build produced.

@@ -100,8 +100,20 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     };
     let mut rustflags = recipe.rustflags.clone();
     rustflags.extend(cfg.build.rustflags.iter().cloned());
-    let ca_bundle = match spanned_str(&cfg.build.ca_bundle) {
-        Some((p, span)) => {
+    // The user's side (--ca-bundle, KILN_CA_BUNDLE) wins; the project may
+    // only name a file inside itself; else the host's bundle.
+    let ca_bundle = match (&req.ca_bundle, spanned_str(&cfg.build.ca_bundle)) {
+        (Some(p), _) => {
+            if !p.is_file() {
+                return Err(Error::invalid(
+                    "--ca-bundle",
+                    p.display().to_string(),
+                    "not a file; give a PEM bundle (e.g. /etc/ssl/certs/ca-certificates.crt)",
+                ));
+            }
+            Some(p.clone())
+        }
+        (None, Some((p, span))) => {
             let path = confine(&req.project, &p).map_err(|e| at(span.clone(), format!("ca_bundle: {e}")))?;
             if !path.is_file() {
                 return Err(at(
@@ -111,7 +123,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             }
             Some(path)
         }
-        None => ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+        (None, None) => ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file()),

@@ -55,6 +55,10 @@ pub struct Args {
     /// Write and push the image even if `kiln scan` finds that it would not start.
     #[arg(long)]
     allow_scan_failures: bool,
+    /// CA bundle for the fetch phase (a TLS-intercepting proxy's CA), from your side:
+    /// overrides [build] ca_bundle [env: KILN_CA_BUNDLE; default: the host's bundle].
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
     /// Stream the compiler's whole output to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -111,6 +115,7 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         timestamp: ctx.timestamp,
         variation: None,
         proxy_env: ctx.proxy_env.clone(),
+        ca_bundle: a.ca_bundle.or_else(|| ctx.ca_bundle.clone()),
     };
     // Outputs are opened before the build, so a bad --out costs nothing.
     // With only pushes, the default local output is written too.

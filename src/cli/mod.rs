@@ -182,6 +182,7 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
         progress,
         timestamp,
         proxy_env,
+        ca_bundle: env("KILN_CA_BUNDLE").map(Into::into),
     })
 }
 

@@ -214,6 +214,7 @@ pub fn verify(ctx: &Context, req: &VerifyRequest) -> Result<VerifyReport> {
         no_cache: true,
         timestamp: ctx.timestamp,
         proxy_env: ctx.proxy_env.clone(),
+        ca_bundle: ctx.ca_bundle.clone(),
         ..Default::default()
     };
     // The reference: the published image, or the first of the N builds,
