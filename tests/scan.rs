@@ -436,3 +436,107 @@ fn resolution_agrees_with_lddtree_on_the_builder_image() {
     assert!(same > 1000, "enough resolutions compared ({same})");
     assert!(differ.is_empty(), "unexplained differences: {differ:#?}");
 }
+
+/// Removes a docker network on drop (EngineObjects covers containers,
+/// images and volumes).
+struct Network(String);
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
+    }
+}
+
+#[test]
+fn static_glibc_resolves_through_files_and_dns_and_only_other_nss_modules_are_named() {
+    require_engine();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
+    // A static glibc binary that resolves its arguments with getaddrinfo.
+    let target = repo().join("target/test-examples");
+    ok(Command::new("cargo")
+        .current_dir(repo().join("tests/fixtures/nss-lookup"))
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ]));
+    let bin = target.join("x86_64-unknown-linux-gnu/release/nss-lookup");
+    let name = engine.image(format!("kiln-test/nss-{}:1", std::process::id()));
+    let add = format!("{}:/lookup", bin.display());
+    ok(sb.kiln().args([
+        "assemble",
+        "--add",
+        &add,
+        "--entrypoint",
+        "/lookup",
+        "--out",
+        &format!("docker-daemon:{name}"),
+    ]));
+
+    // On scratch (no nsswitch.conf: glibc's defaults use files and dns), scan says nothing about NSS.
+    let (code, report) = scan_json(&sb, &format!("docker-daemon:{name}"), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        !report.to_string().contains("NSS"),
+        "no NSS finding for a files/dns image: {report}"
+    );
+
+    // And it does resolve: localhost and an --add-host name from the /etc/hosts Docker writes.
+    let out = stdout(&ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--add-host",
+        "kiln-nss.test:10.1.2.3",
+        &name,
+        "localhost",
+        "kiln-nss.test",
+    ])));
+    assert!(
+        out.contains("localhost 127.0.0.1") || out.contains("localhost ::1"),
+        "{out}"
+    );
+    assert!(out.contains("kiln-nss.test 10.1.2.3"), "{out}");
+    // Docker's embedded DNS (a user network) answers too: a missing name is
+    // an ordinary lookup error, not a crash.
+    let net = Network(unique("kiln-nss-net"));
+    ok(Command::new("docker").args(["network", "create", "--internal", &net.0]));
+    let out = stdout(&ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        &net.0,
+        &name,
+        "kiln-missing.invalid",
+    ])));
+    assert!(out.starts_with("kiln-missing.invalid error:"), "{out}");
+
+    // An nsswitch.conf naming a module static glibc cannot load: an info finding naming it.
+    fs::write(sb.join("nsswitch.conf"), "passwd: files\nhosts: files myhostname dns\n").unwrap();
+    let layout = sb.join("with-conf");
+    ok(sb.kiln().args([
+        "assemble",
+        "--add",
+        &add,
+        "--add",
+        "nsswitch.conf:/etc/nsswitch.conf",
+        "--entrypoint",
+        "/lookup",
+        "--out",
+        &format!("oci:{}:t", layout.display()),
+    ]));
+    let (code, report) = scan_json(&sb, &format!("oci:{}:t", layout.display()), &[]);
+    assert_eq!(code, 0, "info, not an error: {report}");
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["severity"] == "info" && f["message"].as_str().unwrap().contains("hosts: myhostname")),
+        "{report}"
+    );
+}

@@ -157,6 +157,11 @@ fn confinement_error(sb: &Sandbox, files_src: Option<&str>, ca_bundle: Option<&s
     )
     .unwrap();
     std::fs::write(p.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        p.join("Cargo.lock"),
+        "version = 3\n\n[[package]]\nname = \"confined\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
     std::fs::write(p.join("inside.pem"), "not really a pem\n").unwrap();
     symlink("/etc/passwd", p.join("leak")).unwrap();
     symlink("/etc", p.join("dirleak")).unwrap();
@@ -214,4 +219,31 @@ fn a_project_cannot_put_host_files_into_its_image() {
             .arg(&p),
     );
     assert!(err.contains("invalid --ca-bundle `/no/such.pem`"), "{err}");
+}
+
+#[test]
+fn a_project_without_cargo_lock_gets_kilns_own_advice() {
+    let sb = Sandbox::new();
+    let p = sb.join("fresh");
+    std::fs::create_dir_all(p.join("src")).unwrap();
+    std::fs::write(
+        p.join("Cargo.toml"),
+        "[package]\nname = \"fresh\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let err = fails(sb.kiln().args(["build", "--project"]).arg(&p));
+    assert!(
+        err.contains("there is no Cargo.lock") && err.contains("cargo generate-lockfile"),
+        "{err}"
+    );
+    // With a lock but no builder anywhere: advice that names no script of kiln's own repository.
+    std::fs::write(
+        p.join("Cargo.lock"),
+        "version = 3\n\n[[package]]\nname = \"fresh\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let err = fails(sb.kiln().args(["build", "--project"]).arg(&p));
+    assert!(err.contains("no builder image") && err.contains("--builder"), "{err}");
+    assert!(!err.contains("scripts/"), "{err}");
 }

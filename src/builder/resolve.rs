@@ -38,6 +38,15 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             Some((_, span)) => at(span.clone(), e.to_string()),
             None => e,
         })?;
+    // kiln builds with --locked: the lock is an input, never made up on the way.
+    if !req.project.join("Cargo.lock").is_file() {
+        return Err(Error::invalid(
+            "project",
+            req.project.display().to_string(),
+            "there is no Cargo.lock: kiln builds with --locked, so the lock file is an input; \
+             run `cargo generate-lockfile` (or any cargo build) in the project and commit Cargo.lock",
+        ));
+    }
     let bin = match spanned_str(&cfg.build.bin) {
         Some((b, span)) => {
             if !pkg.bins.contains(&b) {
@@ -155,8 +164,8 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     if backend == Backend::Docker && builder_ref.is_none() {
         return Err(Error::Config(src.error(
             0..0,
-            "no builder image: set [build] builder = \"REGISTRY/REPO:TAG\" (scripts/dev-env.sh prints a local one), \
-             pass --builder, or use --backend host",
+            "no builder image: set [build] builder = \"REGISTRY/REPO:TAG\" in kiln.toml (an image with cargo and \
+             rustc, e.g. docker.io/library/rust:1-slim-bookworm), pass --builder IMAGE, or use --backend host",
         )));
     }
     let host_toolchain = match backend {

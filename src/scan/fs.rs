@@ -64,7 +64,10 @@ pub struct View {
 
 /// Files whose whole text the checks read.
 fn wants_text(path: &str) -> bool {
-    matches!(path, "etc/passwd" | "etc/group" | "etc/ld.so.conf") || path.starts_with("etc/ld.so.conf.d/")
+    matches!(
+        path,
+        "etc/passwd" | "etc/group" | "etc/ld.so.conf" | "etc/nsswitch.conf"
+    ) || path.starts_with("etc/ld.so.conf.d/")
 }
 
 /// Bytes of an ELF's beginning kept in memory at most; tables further in

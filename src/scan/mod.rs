@@ -449,12 +449,24 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
                             ),
                         }
                     } else if let Some(e) = &facts.elf {
-                        if e.interp.is_none() && e.needed.is_empty() && facts.nss {
+                        // Static glibc resolves through `files` and `dns` on its
+                        // own; only other NSS modules (ldap, sss, mdns,
+                        // myhostname, systemd, …) need a shared library it
+                        // cannot load. Say so only when nsswitch.conf names one.
+                        let unloadable = if e.interp.is_none() && e.needed.is_empty() && facts.nss {
+                            nss_modules_beyond_files_and_dns(view.text("etc/nsswitch.conf"))
+                        } else {
+                            Vec::new()
+                        };
+                        if !unloadable.is_empty() {
                             ctx.add(
-                                Severity::Warning,
+                                Severity::Info,
                                 &real,
-                                "is a static glibc binary that uses NSS (getaddrinfo/getpwnam): on an image without glibc's NSS modules, host and user lookups fail at run time".into(),
-                                "use a musl target, avoid NSS-backed lookups (resolve with a pure-Rust resolver), or use recipe distroless-cc",
+                                format!(
+                                    "is a static glibc binary: `files` and `dns` lookups work, but /etc/nsswitch.conf names NSS module(s) it cannot load ({}); lookups that reach them fail",
+                                    unloadable.join(", ")
+                                ),
+                                "drop those modules from the image's /etc/nsswitch.conf, or use recipe distroless-cc (dynamic glibc loads NSS modules), or a musl target",
                             );
                         }
                         if facts.tls {
@@ -559,5 +571,63 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
         files: view.len(),
         findings,
         objects: ctx.objects,
+    }
+}
+
+/// `DB: MODULE` pairs for hosts/passwd/group in an nsswitch.conf whose
+/// module is neither `files` nor `dns` (status actions like `[NOTFOUND=return]`
+/// skipped). No file: glibc's defaults, which use only files and dns.
+pub fn nss_modules_beyond_files_and_dns(conf: Option<&str>) -> Vec<String> {
+    let Some(conf) = conf else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in conf.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let Some((db, sources)) = line.split_once(':') else {
+            continue;
+        };
+        let db = db.trim();
+        if !matches!(db, "hosts" | "passwd" | "group") {
+            continue;
+        }
+        let mut in_action = false;
+        for tok in sources.split_whitespace() {
+            if tok.starts_with('[') {
+                in_action = !tok.ends_with(']');
+                continue;
+            }
+            if in_action {
+                in_action = !tok.ends_with(']');
+                continue;
+            }
+            if !matches!(tok, "files" | "dns") {
+                out.push(format!("{db}: {tok}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_modules_static_glibc_cannot_load_are_named() {
+        assert!(
+            nss_modules_beyond_files_and_dns(None).is_empty(),
+            "no file: glibc defaults"
+        );
+        let debian = "passwd: files\ngroup: files\nhosts: files dns\n# hosts: ldap\n";
+        assert!(nss_modules_beyond_files_and_dns(Some(debian)).is_empty());
+        let fancy =
+            "passwd: files systemd\nhosts: files mdns4_minimal [NOTFOUND=return] dns myhostname\nnetworks: ldap\n";
+        assert_eq!(
+            nss_modules_beyond_files_and_dns(Some(fancy)),
+            vec!["passwd: systemd", "hosts: mdns4_minimal", "hosts: myhostname"]
+        );
+        let spaced = "hosts: files [ NOTFOUND=return ] dns";
+        assert!(nss_modules_beyond_files_and_dns(Some(spaced)).is_empty());
     }
 }

@@ -234,7 +234,8 @@ pub fn classify(bytes: &[u8]) -> Looks {
         .iter()
         .any(|m| s.contains(m))
         || (digits >= 8 && s.contains('-'))
-        || (bytes.len() >= 9 && digits * 10 >= bytes.len() * 9);
+        || (bytes.len() >= 9 && digits * 10 >= bytes.len() * 9)
+        || has_epoch(&s);
     if looks_time {
         return Looks::DateTime;
     }
@@ -246,6 +247,32 @@ pub fn classify(bytes: &[u8]) -> Looks {
         return Looks::Random;
     }
     Looks::Other
+}
+
+/// Whether `s` holds a decimal Unix time (seconds, ms, µs or ns) within
+/// ten years of now: a build stamp such as `built at 1795695602607414304`.
+/// (The clock is read only to recognise such stamps in a report; it never
+/// reaches an output.)
+fn has_epoch(s: &str) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u128)
+        .unwrap_or(0);
+    has_epoch_near(s, now)
+}
+
+fn has_epoch_near(s: &str, now: u128) -> bool {
+    const SPAN: u128 = 10 * 366 * 86_400;
+    s.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| (9..=20).contains(&run.len()))
+        .filter_map(|run| run.parse::<u128>().ok())
+        .any(|n| {
+            // Seconds, milliseconds, microseconds or nanoseconds.
+            [1u128, 1_000, 1_000_000, 1_000_000_000].iter().any(|scale| {
+                let secs = n / scale;
+                secs + SPAN >= now && secs <= now + SPAN
+            })
+        })
 }
 
 /// Printable form of bytes.
@@ -582,6 +609,13 @@ mod tests {
         assert_eq!(classify(b"2026-11-26 07:01:02"), Looks::DateTime);
         assert_eq!(classify(b"Thu Nov 26 07:01:02 UTC 2026"), Looks::DateTime);
         assert_eq!(classify(b"1764140462"), Looks::DateTime);
+        // A nanosecond stamp inside text (kiln verify called it random before).
+        assert_eq!(classify(b"built at 1795695602607414304"), Looks::DateTime);
+        let now = 1_795_695_602u128;
+        assert!(has_epoch_near("t=1795695602607", now), "ms");
+        assert!(has_epoch_near("1795695602607414", now), "µs");
+        assert!(!has_epoch_near("id 123456789012345678", now), "not near now");
+        assert!(!has_epoch_near("v 12345", now), "too short");
         assert_eq!(classify(b"/home/alice/src/app"), Looks::AbsolutePath);
         assert_eq!(
             classify(&[0x91, 0x3a, 0xf0, 0x11, 0x7c, 0xe2, 0x05, 0xb8]),

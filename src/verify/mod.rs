@@ -133,7 +133,7 @@ pub fn hints(d: &diff::Report) -> Vec<String> {
             h.push("only the compression differs: the same tar compressed differently (a different kiln version or --compression)".into());
         }
         for f in &l.files {
-            for s in &f.sections {
+            for s in f.sections.iter().filter(|s| s.name != ".note.gnu.build-id") {
                 match s.looks_like {
                     Looks::DateTime => h.push(format!(
                         "{}: section {} holds a date/time ({:?} vs {:?}): a build script or proc macro embeds the build time; make it use SOURCE_DATE_EPOCH (kiln sets it) instead of the clock",
@@ -150,10 +150,23 @@ pub fn hints(d: &diff::Report) -> Vec<String> {
                     Looks::Other => {}
                 }
             }
-            if !f.sections.is_empty() && f.sections.iter().all(|s| s.name == ".note.gnu.build-id") {
+            let build_id = |s: &diff::SectionDiff| s.name == ".note.gnu.build-id";
+            if !f.sections.is_empty() && f.sections.iter().all(build_id) {
                 h.push(format!(
-                    "{}: only the build-id differs: the linker saw different inputs; look at the object files",
+                    "{}: only the build-id differs: the linker saw different inputs that left no other section different (e.g. debug info stripped later); look at the object files",
                     f.path
+                ));
+            } else if f.sections.iter().any(build_id) {
+                let causes: Vec<&str> = f
+                    .sections
+                    .iter()
+                    .filter(|s| !build_id(s))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                h.push(format!(
+                    "{}: .note.gnu.build-id differs as a consequence, not a cause: it is a hash of what was linked; the cause is in {}",
+                    f.path,
+                    causes.join(", ")
                 ));
             }
             if f.path.ends_with("Cargo.lock") {
