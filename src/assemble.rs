@@ -35,6 +35,7 @@ pub struct AssembleSpec {
     pub labels: Vec<(String, String)>,
     pub ports: Vec<Port>,
     pub stop_signal: Option<Signal>,
+    pub healthcheck: Option<crate::oci::Healthcheck>,
     pub layer: LayerOptions,
 }
 
@@ -54,6 +55,7 @@ impl AssembleSpec {
             labels: Vec::new(),
             ports: Vec::new(),
             stop_signal: None,
+            healthcheck: None,
             layer: LayerOptions::default(),
         }
     }
@@ -167,6 +169,9 @@ pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::
     }
     for p in &spec.ports {
         rc.exposed_ports.insert(p.to_string(), Empty {});
+    }
+    if let Some(h) = &spec.healthcheck {
+        rc.healthcheck = Some(h.clone());
     }
     if let Some(s) = &spec.stop_signal {
         rc.stop_signal = Some(s.to_string());

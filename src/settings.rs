@@ -121,9 +121,87 @@ impl Signal {
     }
 }
 
+/// A duration like `30s`, `1m30s`, `500ms`, `2h`, in nanoseconds.
+pub fn parse_duration(s: &str, origin: Origin) -> Result<u64> {
+    let bad = || {
+        Error::invalid(
+            origin,
+            s,
+            "expected a duration like 30s, 1m30s, 500ms or 2h (units ms, s, m, h)",
+        )
+    };
+    let (mut total, mut rest) = (0u64, s.trim());
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let scale: u64 = match &rest[..unit_len] {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(scale)
+            .and_then(|x| x.checked_add(total))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// A Docker health check from its parts (exec form, durations as text).
+pub fn healthcheck(
+    cmd: &[String],
+    interval: Option<&str>,
+    timeout: Option<&str>,
+    start_period: Option<&str>,
+    retries: Option<u32>,
+    origin: Origin,
+) -> Result<crate::oci::Healthcheck> {
+    if cmd.is_empty() || cmd[0].is_empty() {
+        return Err(Error::invalid(
+            origin,
+            "cmd = []",
+            "give the command as a list, e.g. cmd = [\"/usr/local/bin/app\", \"--health\"]",
+        ));
+    }
+    let d = |v: Option<&str>| v.map(|v| parse_duration(v, origin)).transpose();
+    let mut test = vec!["CMD".to_string()];
+    test.extend(cmd.iter().cloned());
+    Ok(crate::oci::Healthcheck {
+        test,
+        interval: d(interval)?.filter(|n| *n > 0),
+        timeout: d(timeout)?.filter(|n| *n > 0),
+        start_period: d(start_period)?.filter(|n| *n > 0),
+        retries: retries.filter(|n| *n > 0).map(u64::from),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_as_docker_counts_them() {
+        assert_eq!(parse_duration("30s", "x").unwrap(), 30_000_000_000);
+        assert_eq!(parse_duration("1m30s", "x").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration("500ms", "x").unwrap(), 500_000_000);
+        for bad in ["", "30", "s", "1d", "-1s", "1.5s"] {
+            assert!(parse_duration(bad, "[image] healthcheck").is_err(), "{bad}");
+        }
+        let h = healthcheck(&["/app".into(), "--ping".into()], Some("1s"), None, None, Some(3), "x").unwrap();
+        assert_eq!(h.test, ["CMD", "/app", "--ping"]);
+        assert_eq!((h.interval, h.timeout, h.retries), (Some(1_000_000_000), None, Some(3)));
+    }
 
     #[test]
     fn errors_name_their_origin() {

@@ -464,3 +464,70 @@ fn the_fetch_phase_runs_no_project_code_and_the_cargo_home_is_read_only() {
     let err = fails(&mut cmd);
     assert!(err.contains("THE WRAPPER RAN"), "{err}");
 }
+
+#[test]
+fn a_healthcheck_is_written_the_way_docker_writes_it_and_the_engine_runs_it() {
+    require_engine();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
+    let p = checkout("hello-http", &sb.join("hc"));
+    // A probe binary in the image (scratch has no shell or curl).
+    let probe = static_binary(&repo().join("tests/fixtures/nss-lookup"), "nss-lookup");
+    fs::copy(&probe, p.join("probe")).unwrap();
+    let toml = fs::read_to_string(p.join("kiln.toml")).unwrap();
+    fs::write(
+        p.join("kiln.toml"),
+        format!(
+            "{toml}\nfiles = [{{ src = \"probe\", dest = \"/usr/local/bin/probe\", mode = \"0755\" }}]\n\
+             healthcheck = {{ cmd = [\"/usr/local/bin/probe\", \"localhost\"], interval = \"1s\", timeout = \"3s\", start_period = \"1s\", retries = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    let name = engine.image(format!("kiln-test/healthcheck-{}:1", std::process::id()));
+    let r = build(&sb, &p, &["--out", &format!("docker-daemon:{name}")]);
+    assert_eq!(r["cache"], "miss");
+    let inspected = stdout(&ok(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Healthcheck}}",
+        &name,
+    ])));
+    let hc: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(
+        hc,
+        serde_json::json!({"Test": ["CMD", "/usr/local/bin/probe", "localhost"], "Interval": 1_000_000_000u64,
+                           "Timeout": 3_000_000_000u64, "StartPeriod": 1_000_000_000u64, "Retries": 2}),
+        "docker inspect shows it as Docker writes it"
+    );
+    let c = engine.container(unique("kiln-test-hc"));
+    ok(Command::new("docker").args(["run", "-d", "--name", &c, &name]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = stdout(&ok(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.State.Health.Status}}",
+            &c,
+        ])));
+        if status == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never reported healthy (last: {status})"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A bad duration is a config error at its line.
+    fs::write(
+        p.join("kiln.toml"),
+        format!("{toml}\nhealthcheck = {{ cmd = [\"/x\"], interval = \"soon\" }}\n"),
+    )
+    .unwrap();
+    let err = fails(sb.kiln().current_dir(&p).args(["build", "--builder", &builder()]));
+    assert!(
+        err.contains("kiln.toml:") && err.contains("[image] healthcheck `soon`"),
+        "{err}"
+    );
+}

@@ -453,20 +453,7 @@ fn static_glibc_resolves_through_files_and_dns_and_only_other_nss_modules_are_na
     let sb = Sandbox::new();
     let mut engine = EngineObjects::new();
     // A static glibc binary that resolves its arguments with getaddrinfo.
-    let target = repo().join("target/test-examples");
-    ok(Command::new("cargo")
-        .current_dir(repo().join("tests/fixtures/nss-lookup"))
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ]));
-    let bin = target.join("x86_64-unknown-linux-gnu/release/nss-lookup");
+    let bin = static_binary(&repo().join("tests/fixtures/nss-lookup"), "nss-lookup");
     let name = engine.image(format!("kiln-test/nss-{}:1", std::process::id()));
     let add = format!("{}:/lookup", bin.display());
     ok(sb.kiln().args([

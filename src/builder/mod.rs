@@ -311,6 +311,7 @@ pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Resu
     spec.labels = im.labels.clone();
     spec.ports = im.ports.clone();
     spec.stop_signal = im.stop_signal.clone();
+    spec.healthcheck = im.healthcheck.clone();
     spec.layer = LayerOptions {
         timestamp: plan.timestamp,
         uid: 0,

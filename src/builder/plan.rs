@@ -128,6 +128,9 @@ pub struct ImagePlan {
     pub ports: Vec<Port>,
     pub labels: Vec<(String, String)>,
     pub stop_signal: Option<Signal>,
+    /// Absent from the cache key unless set (older keys stay valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::oci::Healthcheck>,
     /// (src relative to the project, dest, mode)
     pub files: Vec<(String, String, Option<u32>)>,
     pub passwd: bool,

@@ -258,6 +258,23 @@ fn resolve_image(
         };
         ports.push(Port::parse(&text, "[image] ports").map_err(|e| at(p.span(), e.to_string()))?);
     }
+    let healthcheck = match &im.healthcheck {
+        Some(h) => {
+            let v = h.get_ref();
+            Some(
+                crate::settings::healthcheck(
+                    &v.cmd,
+                    v.interval.as_deref(),
+                    v.timeout.as_deref(),
+                    v.start_period.as_deref(),
+                    v.retries,
+                    "[image] healthcheck",
+                )
+                .map_err(|e| at(h.span(), e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let stop_signal = match spanned_str(&im.stop_signal) {
         Some((s, span)) => Some(Signal::parse(&s, "[image] stop_signal").map_err(|e| at(span, e.to_string()))?),
         None => None,
@@ -315,6 +332,7 @@ fn resolve_image(
         ports,
         labels,
         stop_signal,
+        healthcheck,
         files,
         passwd: recipe.passwd,
         ca_bundle: recipe.ca_bundle,

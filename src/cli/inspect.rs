@@ -161,6 +161,17 @@ fn print_human(r: &ImageRef, image: &Image, files: Option<&[Vec<FileEntry>]>) {
         for (k, v) in &rc.labels {
             outln!("  label       {}={}", esc(k), esc(v));
         }
+        if let Some(h) = &rc.healthcheck {
+            let secs = |n: Option<u64>| n.map(|n| format!("{}s", n as f64 / 1e9)).unwrap_or_else(|| "-".into());
+            outln!(
+                "  healthcheck {} (interval {}, timeout {}, start period {}, retries {})",
+                esc(&serde_json::to_string(&h.test).expect("strings")),
+                secs(h.interval),
+                secs(h.timeout),
+                secs(h.start_period),
+                h.retries.map(|r| r.to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
         if let Some(s) = &rc.stop_signal {
             outln!("  stop signal {}", esc(s));
         }

@@ -125,6 +125,20 @@ pub struct ImageSection {
     pub stop_signal: Option<Spanned<String>>,
     #[serde(default)]
     pub files: Vec<Spanned<ExtraFile>>,
+    /// Docker's HEALTHCHECK: `{ cmd = [...], interval = "30s", timeout = "5s", start_period = "10s", retries = 3 }`.
+    pub healthcheck: Option<Spanned<HealthcheckValue>>,
+}
+
+/// `[image] healthcheck`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckValue {
+    /// The command, exec form: the image's own binary and its arguments.
+    pub cmd: Vec<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub start_period: Option<String>,
+    pub retries: Option<u32>,
 }
 
 /// A port as a number (`8080`) or a string (`"53/udp"`).

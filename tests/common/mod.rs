@@ -511,24 +511,27 @@ pub fn tar_entries(tar: &[u8]) -> Vec<TarEntry> {
 /// (host cargo, +crt-static), shared by tests that run images.
 pub fn static_hello() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = repo().join("examples/hello-http");
-        let target = repo().join("target/test-examples");
-        ok(Command::new("cargo")
-            .current_dir(&dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env("CARGO_TARGET_DIR", &target)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--locked",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ]));
-        target.join("x86_64-unknown-linux-gnu/release/hello-http")
-    })
-    .clone()
+    BIN.get_or_init(|| static_binary(&repo().join("examples/hello-http"), "hello-http"))
+        .clone()
+}
+
+/// A static glibc binary of the project at `dir` (host cargo, +crt-static,
+/// `--locked`), built into target/test-examples.
+pub fn static_binary(dir: &Path, bin: &str) -> PathBuf {
+    let target = repo().join("target/test-examples");
+    ok(Command::new("cargo")
+        .current_dir(dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ]));
+    target.join("x86_64-unknown-linux-gnu/release").join(bin)
 }
 
 /// A unique name for engine objects made by tests.
