@@ -219,6 +219,42 @@ fn a_project_cannot_put_host_files_into_its_image() {
             .arg(&p),
     );
     assert!(err.contains("invalid --ca-bundle `/no/such.pem`"), "{err}");
+
+    // Other doors the project's kiln.toml must not open.
+    let toml = "[build]\nbuilder = \"127.0.0.1:1/none:latest\"\n";
+    let attempt = |extra: &str| {
+        std::fs::write(p.join("kiln.toml"), format!("{toml}{extra}")).unwrap();
+        fails(sb.kiln().args(["build", "--project"]).arg(&p))
+    };
+    // The host backend would run the project's build scripts on this machine.
+    std::fs::write(
+        p.join("kiln.toml"),
+        toml.replacen("[build]\n", "[build]\nbackend = \"host\"\n", 1),
+    )
+    .unwrap();
+    let err = fails(sb.kiln().args(["build", "--project"]).arg(&p));
+    assert!(
+        err.contains("kiln.toml cannot choose that") && err.contains("--backend host"),
+        "{err}"
+    );
+    // Version-control data (the CI job token lives in .git/config).
+    std::fs::create_dir_all(p.join(".git")).unwrap();
+    std::fs::write(
+        p.join(".git/config"),
+        "[http]\n\textraheader = AUTHORIZATION: basic c2VjcmV0\n",
+    )
+    .unwrap();
+    let err = attempt("[image]\nfiles = [{ src = \".\", dest = \"/srv\" }]\n");
+    assert!(
+        err.contains("contains") && err.contains(".git") && err.contains("kiln.toml:"),
+        "{err}"
+    );
+    // A local base outside the project (another project's layout, kiln's cache).
+    let err = attempt("[image]\nbase = \"oci:/var/tmp/elsewhere:t\"\n");
+    assert!(
+        err.contains("base: `/var/tmp/elsewhere` must be a path inside the project"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -58,15 +58,12 @@ impl Builder for DockerBuilder {
             source: e,
         })?;
         let tar_path = staging.path().join("source.tar");
-        let mut upload = if plan.src_dir() == source::SRC_DIR {
+        let upload = if plan.src_dir() == source::SRC_DIR {
             source_tree.clone()
         } else {
             source::collect(&plan.project, &plan.src_dir())?
         };
-        if let Some(ca) = &plan.ca_bundle {
-            let bytes = std::fs::read(ca).map_err(Error::read(ca))?;
-            upload.add_bytes(CA_PATH, bytes, 0o644, "ca bundle")?;
-        }
+
         // Sources go in with the current time as mtime so cargo's freshness
         // check always sees them as new: a warm target cache can never serve
         // a stale crate. mtimes never reach the binary; the cache key uses
@@ -83,7 +80,14 @@ impl Builder for DockerBuilder {
         };
         crate::layer::write_layer(&upload, &opts, &tar_path, &|_| {})?;
         let fetch_path = staging.path().join("fetch.tar");
-        crate::layer::write_layer(&fetch_tree(&upload)?, &opts, &fetch_path, &|_| {})?;
+        let mut fetch_upload = fetch_tree(&upload)?;
+        // The CA bundle (for a TLS-intercepting proxy) goes to the fetch
+        // phase only: the build phase has no network to trust anyone on.
+        if let Some(ca) = &plan.ca_bundle {
+            let bytes = std::fs::read(ca).map_err(Error::read(ca))?;
+            fetch_upload.add_bytes(CA_PATH, bytes, 0o644, "ca bundle")?;
+        }
+        crate::layer::write_layer(&fetch_upload, &opts, &fetch_path, &|_| {})?;
         let tars = Tars {
             build: &tar_path,
             fetch: &fetch_path,
@@ -101,10 +105,12 @@ struct Tars<'a> {
 }
 
 /// What the fetch phase sees of the project: every Cargo.toml and Cargo.lock
-/// with its content, every other file as an empty placeholder (so cargo's
-/// target discovery finds what it would), no `.cargo/` directory (no
-/// project config: no wrapper, no build settings), and the CA bundle. No
-/// project code reaches the only phase with network.
+/// with its content (mode 0644), every other regular file as an empty,
+/// non-executable placeholder (so cargo's target discovery finds what it
+/// would), no `.cargo/` directory (no project config: no wrapper, no build
+/// settings), no `rust-toolchain` file (rustup in the builder must not pick
+/// a project-named toolchain) and no symlinks (none can dress a script up
+/// as a manifest). No project code reaches the only phase with network.
 pub fn fetch_tree(upload: &Tree) -> Result<Tree> {
     use crate::layer::tree::Node;
     let mut t = Tree::new();
@@ -114,14 +120,18 @@ pub fn fetch_tree(upload: &Tree) -> Result<Tree> {
         }
         let dest = format!("/{path}");
         let name = path.rsplit('/').next().unwrap_or(path);
-        let keep = matches!(name, "Cargo.toml" | "Cargo.lock") || dest == CA_PATH;
+        if name.starts_with("rust-toolchain") {
+            continue;
+        }
+        let keep = matches!(name, "Cargo.toml" | "Cargo.lock");
         match node {
-            Node::Dir { mode } => t.add_dir(&dest, *mode, "fetch")?,
-            Node::Symlink { target } => t.add_symlink(&dest, target.clone(), "fetch")?,
-            Node::File { src, size, mode } if keep => t.add_host_file(&dest, src.clone(), *size, *mode, "fetch")?,
-            Node::Bytes { data, mode } if keep => t.add_bytes(&dest, data.clone(), *mode, "fetch")?,
-            Node::File { mode, .. } | Node::Bytes { mode, .. } => t.add_bytes(&dest, Vec::new(), *mode, "fetch")?,
-            Node::Hardlink { .. } => t.add_bytes(&dest, Vec::new(), 0o644, "fetch")?,
+            Node::Dir { .. } => t.add_dir(&dest, 0o755, "fetch")?,
+            Node::Symlink { .. } => {}
+            Node::File { src, size, .. } if keep => t.add_host_file(&dest, src.clone(), *size, 0o644, "fetch")?,
+            Node::Bytes { data, .. } if keep => t.add_bytes(&dest, data.clone(), 0o644, "fetch")?,
+            Node::File { .. } | Node::Bytes { .. } | Node::Hardlink { .. } => {
+                t.add_bytes(&dest, Vec::new(), 0o644, "fetch")?
+            }
         }
     }
     Ok(t)
@@ -345,9 +355,20 @@ async fn run(
     // Artifacts leave as a tar stream.
     let opts = DownloadFromContainerOptionsBuilder::default().path(OUT_DIR).build();
     let mut s = docker.download_from_container(&id, Some(opts));
+    // The out dir is written by project code (build scripts run in this
+    // container): bounded while it streams.
     let mut tar_bytes = Vec::new();
     while let Some(chunk) = s.next().await {
         tar_bytes.extend_from_slice(&chunk.map_err(engine_err("copying the binary out of the builder"))?);
+        if tar_bytes.len() as u64 > super::MAX_OUTPUT {
+            return Err(Error::Build {
+                message: format!(
+                    "the builder's output is larger than {} bytes; is the binary really that big?",
+                    super::MAX_OUTPUT
+                ),
+                output: String::new(),
+            });
+        }
     }
     super::artifacts_from_tar(&tar_bytes, &plan.bin)
 }
@@ -537,4 +558,49 @@ fn rand_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{n:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fetch_upload_holds_manifests_only() {
+        let mut up = Tree::new();
+        up.add_bytes("/kiln/src/Cargo.toml", b"[package]".to_vec(), 0o755, "t")
+            .unwrap();
+        up.add_bytes("/kiln/src/Cargo.lock", b"version = 4".to_vec(), 0o644, "t")
+            .unwrap();
+        up.add_bytes("/kiln/src/src/main.rs", b"fn main() { evil() }".to_vec(), 0o644, "t")
+            .unwrap();
+        up.add_bytes("/kiln/src/build.rs", b"fn main() {}".to_vec(), 0o755, "t")
+            .unwrap();
+        up.add_bytes("/kiln/src/.cargo/config.toml", b"[build]".to_vec(), 0o644, "t")
+            .unwrap();
+        up.add_bytes("/kiln/src/rust-toolchain.toml", b"[toolchain]".to_vec(), 0o644, "t")
+            .unwrap();
+        up.add_symlink("/kiln/src/member/Cargo.toml", "../build.rs".into(), "t")
+            .unwrap();
+        let t = fetch_tree(&up).unwrap();
+        use crate::layer::tree::Node;
+        let bytes = |p: &str| match t.get(p) {
+            Some(Node::Bytes { data, mode }) => Some((data.clone(), *mode)),
+            _ => None,
+        };
+        assert_eq!(
+            bytes("kiln/src/Cargo.toml"),
+            Some((b"[package]".to_vec(), 0o644)),
+            "content kept, not executable"
+        );
+        assert_eq!(bytes("kiln/src/Cargo.lock").map(|b| b.0), Some(b"version = 4".to_vec()));
+        assert_eq!(bytes("kiln/src/src/main.rs"), Some((Vec::new(), 0o644)), "placeholder");
+        assert_eq!(
+            bytes("kiln/src/build.rs"),
+            Some((Vec::new(), 0o644)),
+            "placeholder, not executable"
+        );
+        assert!(t.get("kiln/src/.cargo/config.toml").is_none());
+        assert!(t.get("kiln/src/rust-toolchain.toml").is_none());
+        assert!(t.get("kiln/src/member/Cargo.toml").is_none(), "no symlinks");
+    }
 }

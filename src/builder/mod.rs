@@ -90,6 +90,11 @@ pub struct Artifacts {
 }
 
 /// Reads the builder's out dir (as a tar from the archive API).
+/// The most kiln copies out of a builder (the binary and two small files).
+pub(crate) const MAX_OUTPUT: u64 = 1 << 30;
+
+/// Reads the builder's out dir: exactly `out/binary`, `out/ca.crt` and
+/// `out/toolchain` (bounded), anything else refused.
 pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifacts> {
     let mut ar = tar::Archive::new(tar_bytes);
     let mut binary = None;
@@ -101,18 +106,32 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
     for e in entries {
         let mut e = e.map_err(|e| Error::format("builder output", e.to_string()))?;
         let name = e.path().map_err(|e| Error::format("builder output", e.to_string()))?;
-        let name = name
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = name.to_string_lossy().trim_end_matches('/').to_string();
+        let limit = match name.as_str() {
+            "out" => continue,
+            "out/binary" => MAX_OUTPUT,
+            "out/ca.crt" => 16 << 20,
+            "out/toolchain" => 64 << 10,
+            other => {
+                return Err(Error::format(
+                    "builder output",
+                    format!("unexpected `{other}` (only the binary, the CA bundle and the toolchain come out)"),
+                ));
+            }
+        };
+        if e.size() > limit {
+            return Err(Error::format(
+                "builder output",
+                format!("{name} is {} bytes, over {limit}", e.size()),
+            ));
+        }
         let mut buf = Vec::new();
         e.read_to_end(&mut buf)
             .map_err(|e| Error::format("builder output", e.to_string()))?;
         match name.as_str() {
-            "binary" => binary = Some(buf),
-            "ca.crt" => ca = Some(buf),
-            "toolchain" => toolchain = String::from_utf8_lossy(&buf).trim().to_string(),
-            _ => {}
+            "out/binary" => binary = Some(buf),
+            "out/ca.crt" => ca = Some(buf),
+            _ => toolchain = String::from_utf8_lossy(&buf).trim().to_string(),
         }
     }
     Ok(Artifacts {

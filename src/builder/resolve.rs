@@ -88,7 +88,16 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         None => match spanned_str(&cfg.build.backend) {
             None => Backend::Docker,
             Some((b, _)) if b == "docker" => Backend::Docker,
-            Some((b, _)) if b == "host" => Backend::Host,
+            // The host backend runs the project's build scripts on this
+            // machine: only the user (--backend host) may choose it.
+            Some((b, span)) if b == "host" => {
+                return Err(at(
+                    span,
+                    "backend = \"host\" runs this project's build scripts and proc macros on this machine; \
+                     kiln.toml cannot choose that: pass --backend host yourself to allow it"
+                        .into(),
+                ));
+            }
             Some((b, span)) => return Err(at(span, format!("unknown backend `{b}`; write \"docker\" or \"host\""))),
         },
     };
@@ -211,6 +220,25 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     Ok((plan, builder_ref))
 }
 
+/// A `.git` at or below `path`, if any.
+fn vcs_inside(path: &Path) -> Option<PathBuf> {
+    if path.file_name().is_some_and(|n| n == ".git") {
+        return Some(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return None;
+    }
+    let walker = ignore::WalkBuilder::new(path)
+        .standard_filters(false)
+        .hidden(false)
+        .follow_links(false)
+        .build();
+    walker
+        .flatten()
+        .find(|e| e.file_name() == ".git")
+        .map(|e| e.path().to_path_buf())
+}
+
 /// The `[image]` side of kiln.toml over the recipe's defaults, validated.
 fn resolve_image(
     im: &ImageSection,
@@ -222,7 +250,7 @@ fn resolve_image(
     bin: &str,
 ) -> Result<ImagePlan> {
     let at = |span: std::ops::Range<usize>, msg: String| Error::Config(src.error(span, msg));
-    let base = spanned_str(&im.base).unwrap_or((recipe.base.clone(), 0..0));
+    let mut base = spanned_str(&im.base).unwrap_or((recipe.base.clone(), 0..0));
     if base.0 != "scratch" {
         let span = if im.base.is_some() {
             base.1.clone()
@@ -230,7 +258,20 @@ fn resolve_image(
             recipe_span.clone()
         };
         match ImageRef::parse(&base.0) {
-            Ok(ImageRef::Oci { .. }) | Ok(ImageRef::Registry(_)) | Ok(ImageRef::DockerArchive { .. }) => {}
+            Ok(ImageRef::Registry(_)) => {}
+            // A local base named by kiln.toml is the project's own file:
+            // confined like every other path (never another project's
+            // layout or kiln's cache), resolved against the project.
+            Ok(ImageRef::Oci { dir, tag }) => {
+                let real =
+                    confine(project, &dir.to_string_lossy()).map_err(|e| at(span.clone(), format!("base: {e}")))?;
+                base.0 = ImageRef::Oci { dir: real, tag }.to_string();
+            }
+            Ok(ImageRef::DockerArchive { file, name }) => {
+                let real =
+                    confine(project, &file.to_string_lossy()).map_err(|e| at(span.clone(), format!("base: {e}")))?;
+                base.0 = ImageRef::DockerArchive { file: real, name }.to_string();
+            }
             Ok(_) => {
                 return Err(at(
                     span,
@@ -301,7 +342,19 @@ fn resolve_image(
         if !project.join(&v.src).exists() {
             return Err(at(f.span(), format!("src `{}` does not exist in the project", v.src)));
         }
-        confine(project, &v.src).map_err(|e| at(f.span(), format!("src: {e}")))?;
+        let real = confine(project, &v.src).map_err(|e| at(f.span(), format!("src: {e}")))?;
+        // VCS data holds credentials (actions/checkout keeps the job token
+        // in .git/config): it never goes into an image from kiln.toml.
+        if let Some(git) = vcs_inside(&real) {
+            return Err(at(
+                f.span(),
+                format!(
+                    "src `{}` contains {}: version-control data (and the credentials in it) never goes into an image; name the files or directory you mean",
+                    v.src,
+                    git.display()
+                ),
+            ));
+        }
         files.push((v.src.clone(), v.dest.clone(), mode));
     }
     for (k, _) in im.env.iter().chain(im.labels.iter()) {

@@ -36,9 +36,11 @@ pub fn stdout_failed(e: std::io::Error) {
 
 mod assemble;
 mod build;
+mod completions;
 mod diff;
 mod inspect;
 mod lock;
+mod man;
 mod pull;
 mod push;
 pub mod scan;
@@ -95,6 +97,10 @@ pub enum Command {
     Push(push::Args),
     /// Pull an image from a registry, verifying every blob.
     Pull(pull::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Print the man page (roff) for kiln or one subcommand.
+    Man(man::Args),
 }
 
 fn env(name: &str) -> Option<String> {
@@ -200,5 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => diff::run(&ctx, a, json),
         Command::Push(a) => push::run(&ctx, a, json, quiet),
         Command::Pull(a) => pull::run(&ctx, a, json, quiet),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }

@@ -94,8 +94,14 @@ impl LayoutSink {
             let locked = lock.metadata().map_err(Error::write(&self.dir))?;
             let same =
                 fs::symlink_metadata(&self.dir).is_ok_and(|m| m.ino() == locked.ino() && m.dev() == locked.dev());
-            if same || attempts >= 5 {
+            if same {
                 break (created_dir, lock);
+            }
+            if attempts >= 5 {
+                return Err(Error::Write {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other("the directory kept being removed while kiln waited to write it"),
+                });
             }
         };
         let layout_file = self.dir.join("oci-layout");

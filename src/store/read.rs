@@ -21,6 +21,10 @@ pub const MAX_JSON: u64 = 16 << 20;
 /// or 2 levels; a hostile chain is refused instead of exhausting the stack.
 pub const MAX_DEPTH: usize = 8;
 
+/// How many descriptors one read may visit in all (an index listing one
+/// manifest 100,000 times, or indexes fanning out, is refused).
+pub const MAX_DESCRIPTORS: usize = 10_000;
+
 /// What a source must provide; everything else is derived here.
 pub trait BlobFetch: Sync {
     /// Where the blobs come from, for messages (`oci:DIR`, a registry …).
@@ -132,14 +136,39 @@ fn too_deep(f: &dyn BlobFetch, root: &Descriptor) -> Error {
 /// What `root` names, whole: an image, or an index with every child (for
 /// pushing or copying the set).
 pub fn read_any(f: &dyn BlobFetch, root: &Descriptor) -> Result<AnyImage> {
-    read_any_at(f, root, 0)
+    let mut walk = Walk::default();
+    read_any_at(f, root, 0, &mut walk)
 }
 
-// Recursion is bounded by MAX_DEPTH, so hostile nesting cannot overflow the stack.
-fn read_any_at(f: &dyn BlobFetch, desc: &Descriptor, depth: usize) -> Result<AnyImage> {
+/// What one read has seen: each digest read once, descriptors counted.
+#[derive(Default)]
+struct Walk {
+    seen: std::collections::HashMap<crate::digest::Digest, AnyImage>,
+    visited: usize,
+}
+
+// Recursion is bounded by MAX_DEPTH and the walk by MAX_DESCRIPTORS, so
+// hostile nesting or fan-out can exhaust neither the stack nor memory.
+fn read_any_at(f: &dyn BlobFetch, desc: &Descriptor, depth: usize, walk: &mut Walk) -> Result<AnyImage> {
     if depth > MAX_DEPTH {
         return Err(too_deep(f, desc));
     }
+    walk.visited += 1;
+    if walk.visited > MAX_DESCRIPTORS {
+        return Err(Error::format(
+            format!("{} in {}", desc.digest, f.location()),
+            format!("the index names more than {MAX_DESCRIPTORS} manifests in all"),
+        ));
+    }
+    if let Some(done) = walk.seen.get(&desc.digest) {
+        return Ok(done.clone());
+    }
+    let read = read_any_uncached(f, desc, depth, walk)?;
+    walk.seen.insert(desc.digest.clone(), read.clone());
+    Ok(read)
+}
+
+fn read_any_uncached(f: &dyn BlobFetch, desc: &Descriptor, depth: usize, walk: &mut Walk) -> Result<AnyImage> {
     let bytes = read_json(f, desc)?;
     if !is_index(&desc.media_type, &bytes) {
         return image_from_manifest(f, desc, bytes).map(AnyImage::Image);
@@ -148,7 +177,7 @@ fn read_any_at(f: &dyn BlobFetch, desc: &Descriptor, depth: usize) -> Result<Any
     let children = index
         .manifests
         .iter()
-        .map(|d| read_any_at(f, d, depth + 1))
+        .map(|d| read_any_at(f, d, depth + 1, walk))
         .collect::<Result<Vec<_>>>()?;
     let media_type = index
         .media_type
@@ -240,6 +269,67 @@ mod tests {
         assert!(e.contains("nest deeper"), "{e}");
         let e = read_any(&f, &d).err().unwrap().to_string();
         assert!(e.contains("nest deeper"), "{e}");
+    }
+
+    #[test]
+    fn a_wide_index_is_refused_and_repeats_are_read_once() {
+        // A real (layerless) image, listed many times by one index.
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cd = Descriptor::new(oci::MEDIA_TYPE_CONFIG, Digest::of(config), config.len() as u64);
+        let manifest = oci::Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            config: cd.clone(),
+            layers: Vec::new(),
+            annotations: Default::default(),
+        };
+        let mb = oci::canonical_json(&manifest);
+        let md = Descriptor::new(oci::MEDIA_TYPE_MANIFEST, Digest::of(&mb), mb.len() as u64);
+        let index_of = |n: usize| {
+            let mut i = Index::empty();
+            i.manifests = vec![md.clone(); n];
+            let b = oci::canonical_json(&i);
+            (
+                Descriptor::new(oci::MEDIA_TYPE_INDEX, Digest::of(&b), b.len() as u64),
+                b,
+            )
+        };
+        let (small, sb) = index_of(5);
+        let (wide, wb) = index_of(MAX_DESCRIPTORS + 1);
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        struct Counting<'a>(Mem, &'a std::sync::atomic::AtomicUsize);
+        impl BlobFetch for Counting<'_> {
+            fn location(&self) -> String {
+                self.0.location()
+            }
+            fn bytes(&self, d: &Descriptor, max: u64) -> Result<Vec<u8>> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.bytes(d, max)
+            }
+            fn layer(&self, d: &Descriptor) -> Result<Arc<dyn BlobSource>> {
+                self.0.layer(d)
+            }
+        }
+        let f = Counting(
+            Mem(HashMap::from([
+                (cd.digest.clone(), config.to_vec()),
+                (md.digest.clone(), mb.clone()),
+                (small.digest.clone(), sb),
+                (wide.digest.clone(), wb),
+            ])),
+            &reads,
+        );
+        let AnyImage::Index(i) = read_any(&f, &small).unwrap() else {
+            panic!("an index")
+        };
+        assert_eq!(i.children().len(), 5);
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "index, manifest, config: each once"
+        );
+        let e = read_any(&f, &wide).err().unwrap().to_string();
+        assert!(e.contains(&format!("more than {MAX_DESCRIPTORS}")), "{e}");
     }
 
     #[test]

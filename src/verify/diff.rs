@@ -106,12 +106,17 @@ fn read_layer(layer: &Layer, keep: &BTreeMap<String, ()>) -> Result<(LayerRead, 
     let mut kept_total = 0u64;
     let diff_id = read::layer_entries(layer, &read::Limits::default(), &what, |m, data| {
         let path = read::normalize(&m.path);
-        let pax = m
+        let mut pax = m
             .pax
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
+        // Kept per entry for comparison: a long one (up to 1 MiB each) is
+        // kept as its digest, so many of them cannot exhaust memory.
+        if pax.len() > 256 {
+            pax = format!("{} ({} bytes)", Digest::of(pax.as_bytes()), pax.len());
+        }
         let mut hasher = Sha256::new();
         let want = keep.contains_key(&path) && kept_total + m.size <= KEEP_CAP;
         let mut bytes = Vec::new();

@@ -292,6 +292,11 @@ impl Client {
             .get("realm")
             .ok_or_else(|| self.protocol_error("bearer challenge without realm"))?;
         let realm_url = Url::parse(realm).map_err(|e| self.protocol_error(&format!("bad realm `{realm}`: {e}")))?;
+        if realm_url.scheme() != "https" && self.base.scheme() == "https" {
+            return Err(self.protocol_error(&format!(
+                "the registry speaks HTTPS but names a plain-HTTP token realm `{realm}`; kiln will not send credentials there"
+            )));
+        }
         let service = challenge.params.get("service").cloned().unwrap_or_default();
         #[derive(Deserialize)]
         struct TokenReply {
@@ -525,7 +530,13 @@ impl Client {
         loop {
             let header = self.auth_header(scopes);
             let resp = self.send_raw_n(&build, header.as_deref(), attempts).await?;
-            if resp.status() != StatusCode::UNAUTHORIZED || auth_attempts >= 2 {
+            // Only the registry itself may challenge: a 401 from another
+            // host (an upload Location elsewhere) never makes kiln fetch a
+            // token with the registry's credentials.
+            if resp.status() != StatusCode::UNAUTHORIZED
+                || auth_attempts >= 2
+                || resp.url().origin() != self.base.origin()
+            {
                 return Ok(resp);
             }
             auth_attempts += 1;

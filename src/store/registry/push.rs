@@ -354,8 +354,11 @@ async fn start_upload(client: &Client, repo: &str, scopes: &[String]) -> Result<
         .headers()
         .get("oci-chunk-min-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        // A registry's minimum chunk is honoured up to a sane bound: a
+        // chunk is held in memory.
+        .min(MAX_CHUNK);
     Ok((client.resolve_location(&url, &resp)?, min))
 }
 
@@ -409,15 +412,22 @@ fn check_stored_digest(client: &Client, resp: &reqwest::Response, d: &Digest) ->
     Ok(())
 }
 
+/// The largest chunk kiln holds in memory, whatever the registry asks.
+const MAX_CHUNK: u64 = 256 << 20;
+
 /// Chunked upload: PATCH chunks with Content-Range; after a dropped
 /// connection, asks the registry how much it has (GET session → Range) and
 /// resumes from there; then PUT ?digest=.
 async fn upload_chunked(client: &Client, scopes: &[String], mut location: Url, chunk: u64, b: &PushBlob) -> Result<()> {
     let size = b.desc.size;
+    let chunk = chunk.clamp(1, MAX_CHUNK);
     let mut offset = 0u64;
-    let mut failures = 0;
+    // Failures are counted until the upload gets past the furthest byte
+    // acknowledged so far: a registry that keeps moving the offset back
+    // cannot keep kiln looping.
+    let (mut failures, mut furthest) = (0, 0u64);
     while offset < size {
-        let end = (offset + chunk).min(size);
+        let end = offset.saturating_add(chunk).min(size);
         let data = read_range(b.source.as_ref(), offset, end - offset)?;
         let loc = location.clone();
         let range = format!("{offset}-{}", end - 1);
@@ -436,7 +446,10 @@ async fn upload_chunked(client: &Client, scopes: &[String], mut location: Url, c
             Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                 location = client.resolve_location(&location, &resp)?;
                 offset = end;
-                failures = 0;
+                if offset > furthest {
+                    furthest = offset;
+                    failures = 0;
+                }
             }
             Ok(resp) if !client::retryable(resp.status()) => {
                 return Err(client
@@ -460,7 +473,12 @@ async fn upload_chunked(client: &Client, scopes: &[String], mut location: Url, c
                         // Distribution reports an empty upload as "0-0" too, so
                         // "0-0" after nothing acknowledged means zero bytes.
                         if let Some(n) = r.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
-                            offset = if n == 0 && offset == 0 { 0 } else { n + 1 };
+                            // Never past the blob's end, whatever the registry claims.
+                            offset = if n == 0 && offset == 0 {
+                                0
+                            } else {
+                                n.saturating_add(1).min(size)
+                            };
                         }
                     } else {
                         offset = 0;
