@@ -5,6 +5,9 @@
 //! no network at fixed paths. Source goes in and artifacts come out as tar
 //! streams through the archive API; containers are removed on success,
 //! failure and Ctrl-C.
+//!
+//! One file on purpose (~560 lines of code, the rest a test): the two
+//! phases, their uploads and their containers are one protocol with the engine.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -567,18 +570,18 @@ mod tests {
     #[test]
     fn the_fetch_upload_holds_manifests_only() {
         let mut up = Tree::new();
-        up.add_bytes("/kiln/src/Cargo.toml", b"[package]".to_vec(), 0o755, "t")
-            .unwrap();
-        up.add_bytes("/kiln/src/Cargo.lock", b"version = 4".to_vec(), 0o644, "t")
-            .unwrap();
-        up.add_bytes("/kiln/src/src/main.rs", b"fn main() { evil() }".to_vec(), 0o644, "t")
-            .unwrap();
-        up.add_bytes("/kiln/src/build.rs", b"fn main() {}".to_vec(), 0o755, "t")
-            .unwrap();
-        up.add_bytes("/kiln/src/.cargo/config.toml", b"[build]".to_vec(), 0o644, "t")
-            .unwrap();
-        up.add_bytes("/kiln/src/rust-toolchain.toml", b"[toolchain]".to_vec(), 0o644, "t")
-            .unwrap();
+        let files: [(&str, &[u8], u32); 6] = [
+            ("Cargo.toml", b"[package]", 0o755),
+            ("Cargo.lock", b"version = 4", 0o644),
+            ("src/main.rs", b"fn main() { evil() }", 0o644),
+            ("build.rs", b"fn main() {}", 0o755),
+            (".cargo/config.toml", b"[build]", 0o644),
+            ("rust-toolchain.toml", b"[toolchain]", 0o644),
+        ];
+        for (path, data, mode) in files {
+            up.add_bytes(&format!("/kiln/src/{path}"), data.to_vec(), mode, "t")
+                .unwrap();
+        }
         up.add_symlink("/kiln/src/member/Cargo.toml", "../build.rs".into(), "t")
             .unwrap();
         let t = fetch_tree(&up).unwrap();
