@@ -108,6 +108,15 @@ pub fn open_regular(path: &std::path::Path) -> Result<File> {
     Ok(f)
 }
 
+/// At most `max + 1` bytes of a regular file (see [`open_regular`]): one
+/// byte more than allowed, so the caller can tell "too long" from "exact".
+pub fn read_regular(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    let f = open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes).map_err(Error::read(path))?;
+    Ok(bytes)
+}
+
 /// One layer of an image.
 #[derive(Debug, Clone)]
 pub struct Layer {

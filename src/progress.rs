@@ -60,20 +60,20 @@ impl Progress {
         }
     }
 
-    /// A line the user asked for explicitly (`--verbose`, `--debug-registry`):
-    /// shown even when progress is hidden, above any bar that is drawing.
-    pub fn echo(&self, bar: Option<&ProgressBar>, line: &str) {
-        match bar {
-            Some(b) => b.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
-    }
-
     fn target(&self) -> ProgressDrawTarget {
         if self.show {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         }
+    }
+}
+
+/// A line the user asked for explicitly (`--verbose`, `--debug-registry`):
+/// shown whatever the progress settings, above `bar` when one is drawing.
+pub fn echo(bar: Option<&ProgressBar>, line: &str) {
+    match bar {
+        Some(b) => b.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
     }
 }

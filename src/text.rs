@@ -5,22 +5,18 @@
 /// `s` with C0/C1 control characters (other than none) written as `\u{..}`
 /// escapes; printable text, including non-ASCII, unchanged.
 pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(is_control) {
+    if !s.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if is_control(c) {
+        if c.is_control() {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-fn is_control(c: char) -> bool {
-    c.is_control()
 }
 
 #[cfg(test)]

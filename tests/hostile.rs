@@ -175,6 +175,13 @@ fn refused(out: &Output, rss: u64, says: &str, what: &str) {
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// `kiln pull EVIL/evil/img:x --out oci:OUT`, measured.
+fn pull_measured(sb: &Sandbox, evil: &Evil, out_dir: &Path) -> (Output, u64) {
+    let from = format!("{}/evil/img:x", evil.addr);
+    let to = format!("oci:{}", out_dir.display());
+    measured(sb, &["pull", &from, "--out", &to])
+}
+
 #[test]
 fn endless_and_huge_registry_bodies_are_cut_off_while_they_stream() {
     let sb = Sandbox::new();
@@ -188,15 +195,7 @@ fn endless_and_huge_registry_bodies_are_cut_off_while_they_stream() {
         ),
     });
     let out_dir = sb.join("out");
-    let (out, rss) = measured(
-        &sb,
-        &[
-            "pull",
-            &format!("{}/evil/img:x", evil.addr),
-            "--out",
-            &format!("oci:{}", out_dir.display()),
-        ],
-    );
+    let (out, rss) = pull_measured(&sb, &evil, &out_dir);
     refused(&out, rss, "larger than 16777216 bytes", "endless manifest");
     assert!(!out_dir.exists());
 
@@ -219,15 +218,7 @@ fn endless_and_huge_registry_bodies_are_cut_off_while_they_stream() {
         ),
     });
     *realm.lock().unwrap() = format!("http://{}/token", evil.addr);
-    let (out, rss) = measured(
-        &sb,
-        &[
-            "pull",
-            &format!("{}/evil/img:x", evil.addr),
-            "--out",
-            &format!("oci:{}", out_dir.display()),
-        ],
-    );
+    let (out, rss) = pull_measured(&sb, &evil, &out_dir);
     refused(&out, rss, "reply is larger than", "endless token reply");
 
     // An endless error body.
@@ -239,15 +230,7 @@ fn endless_and_huge_registry_bodies_are_cut_off_while_they_stream() {
             b"{\"errors\":[".as_slice(),
         ),
     });
-    let (out, rss) = measured(
-        &sb,
-        &[
-            "pull",
-            &format!("{}/evil/img:x", evil.addr),
-            "--out",
-            &format!("oci:{}", out_dir.display()),
-        ],
-    );
+    let (out, rss) = pull_measured(&sb, &evil, &out_dir);
     refused(&out, rss, "HTTP 404", "endless error body");
 }
 

@@ -6,8 +6,8 @@
 //! streams through the archive API; containers are removed on success,
 //! failure and Ctrl-C.
 //!
-//! One file on purpose (~560 lines of code, the rest a test): the two
-//! phases, their uploads and their containers are one protocol with the engine.
+//! ~530 lines, one responsibility: the two phases and their containers are
+//! one protocol with the engine (what goes in is `super::source`'s).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -83,7 +83,7 @@ impl Builder for DockerBuilder {
         };
         crate::layer::write_layer(&upload, &opts, &tar_path, &|_| {})?;
         let fetch_path = staging.path().join("fetch.tar");
-        let mut fetch_upload = fetch_tree(&upload)?;
+        let mut fetch_upload = source::fetch_tree(&upload)?;
         // The CA bundle (for a TLS-intercepting proxy) goes to the fetch
         // phase only: the build phase has no network to trust anyone on.
         if let Some(ca) = &plan.ca_bundle {
@@ -105,39 +105,6 @@ impl Builder for DockerBuilder {
 struct Tars<'a> {
     build: &'a Path,
     fetch: &'a Path,
-}
-
-/// What the fetch phase sees of the project: every Cargo.toml and Cargo.lock
-/// with its content (mode 0644), every other regular file as an empty,
-/// non-executable placeholder (so cargo's target discovery finds what it
-/// would), no `.cargo/` directory (no project config: no wrapper, no build
-/// settings), no `rust-toolchain` file (rustup in the builder must not pick
-/// a project-named toolchain) and no symlinks (none can dress a script up
-/// as a manifest). No project code reaches the only phase with network.
-pub fn fetch_tree(upload: &Tree) -> Result<Tree> {
-    use crate::layer::tree::Node;
-    let mut t = Tree::new();
-    for (path, node) in upload.entries() {
-        if path.split('/').any(|c| c == ".cargo") {
-            continue;
-        }
-        let dest = format!("/{path}");
-        let name = path.rsplit('/').next().unwrap_or(path);
-        if name.starts_with("rust-toolchain") {
-            continue;
-        }
-        let keep = matches!(name, "Cargo.toml" | "Cargo.lock");
-        match node {
-            Node::Dir { .. } => t.add_dir(&dest, 0o755, "fetch")?,
-            Node::Symlink { .. } => {}
-            Node::File { src, size, .. } if keep => t.add_host_file(&dest, src.clone(), *size, 0o644, "fetch")?,
-            Node::Bytes { data, .. } if keep => t.add_bytes(&dest, data.clone(), 0o644, "fetch")?,
-            Node::File { .. } | Node::Bytes { .. } | Node::Hardlink { .. } => {
-                t.add_bytes(&dest, Vec::new(), 0o644, "fetch")?
-            }
-        }
-    }
-    Ok(t)
 }
 
 /// Label on every container and volume kiln creates.
@@ -530,7 +497,7 @@ async fn run_phase(
                 bar.set_message(format!("{}: {shown}", phase.name));
             }
             if plan.verbose {
-                Progress::hidden().echo(Some(bar), &line);
+                crate::progress::echo(Some(bar), &line);
             }
             tail.push_back(line);
             if tail.len() > 80 {
@@ -561,49 +528,4 @@ fn rand_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{n:08x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fetch_upload_holds_manifests_only() {
-        let mut up = Tree::new();
-        let files: [(&str, &[u8], u32); 6] = [
-            ("Cargo.toml", b"[package]", 0o755),
-            ("Cargo.lock", b"version = 4", 0o644),
-            ("src/main.rs", b"fn main() { evil() }", 0o644),
-            ("build.rs", b"fn main() {}", 0o755),
-            (".cargo/config.toml", b"[build]", 0o644),
-            ("rust-toolchain.toml", b"[toolchain]", 0o644),
-        ];
-        for (path, data, mode) in files {
-            up.add_bytes(&format!("/kiln/src/{path}"), data.to_vec(), mode, "t")
-                .unwrap();
-        }
-        up.add_symlink("/kiln/src/member/Cargo.toml", "../build.rs".into(), "t")
-            .unwrap();
-        let t = fetch_tree(&up).unwrap();
-        use crate::layer::tree::Node;
-        let bytes = |p: &str| match t.get(p) {
-            Some(Node::Bytes { data, mode }) => Some((data.clone(), *mode)),
-            _ => None,
-        };
-        assert_eq!(
-            bytes("kiln/src/Cargo.toml"),
-            Some((b"[package]".to_vec(), 0o644)),
-            "content kept, not executable"
-        );
-        assert_eq!(bytes("kiln/src/Cargo.lock").map(|b| b.0), Some(b"version = 4".to_vec()));
-        assert_eq!(bytes("kiln/src/src/main.rs"), Some((Vec::new(), 0o644)), "placeholder");
-        assert_eq!(
-            bytes("kiln/src/build.rs"),
-            Some((Vec::new(), 0o644)),
-            "placeholder, not executable"
-        );
-        assert!(t.get("kiln/src/.cargo/config.toml").is_none());
-        assert!(t.get("kiln/src/rust-toolchain.toml").is_none());
-        assert!(t.get("kiln/src/member/Cargo.toml").is_none(), "no symlinks");
-    }
 }

@@ -84,7 +84,7 @@ fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
         }
         if plan.verbose {
             for line in String::from_utf8_lossy(&out.stderr).lines() {
-                progress.echo(None, line);
+                crate::progress::echo(None, line);
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! The project's source as kiln sends it to a builder: a tar stream built
 //! from the project directory (never a bind mount, so the host path cannot
 //! leak and a remote engine works), skipping `target/`, `.git/` and whatever
-//! `.kilnignore` (gitignore syntax) excludes.
+//! `.kilnignore` (gitignore syntax) excludes; and the much smaller upload
+//! the fetch phase gets ([`fetch_tree`]).
 
 use std::path::Path;
 
@@ -60,6 +61,39 @@ pub fn collect(project: &Path, prefix: &str) -> Result<Tree> {
     Ok(tree)
 }
 
+/// What the fetch phase sees of the project: every Cargo.toml and Cargo.lock
+/// with its content (mode 0644), every other regular file as an empty,
+/// non-executable placeholder (so cargo's target discovery finds what it
+/// would), no `.cargo/` directory (no project config: no wrapper, no build
+/// settings), no `rust-toolchain` file (rustup in the builder must not pick
+/// a project-named toolchain) and no symlinks (none can dress a script up
+/// as a manifest). No project code reaches the only phase with network.
+pub fn fetch_tree(upload: &Tree) -> Result<Tree> {
+    use crate::layer::tree::Node;
+    let mut t = Tree::new();
+    for (path, node) in upload.entries() {
+        if path.split('/').any(|c| c == ".cargo") {
+            continue;
+        }
+        let dest = format!("/{path}");
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name.starts_with("rust-toolchain") {
+            continue;
+        }
+        let keep = matches!(name, "Cargo.toml" | "Cargo.lock");
+        match node {
+            Node::Dir { .. } => t.add_dir(&dest, 0o755, "fetch")?,
+            Node::Symlink { .. } => {}
+            Node::File { src, size, .. } if keep => t.add_host_file(&dest, src.clone(), *size, 0o644, "fetch")?,
+            Node::Bytes { data, .. } if keep => t.add_bytes(&dest, data.clone(), 0o644, "fetch")?,
+            Node::File { .. } | Node::Bytes { .. } | Node::Hardlink { .. } => {
+                t.add_bytes(&dest, Vec::new(), 0o644, "fetch")?
+            }
+        }
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +126,45 @@ mod tests {
         for gone in ["kiln/src/target", "kiln/src/.git", "kiln/src/big", "kiln/src/notes.tmp"] {
             assert!(!paths.contains(&gone), "{gone} should be skipped: {paths:?}");
         }
+    }
+
+    #[test]
+    fn the_fetch_upload_holds_manifests_only() {
+        let mut up = Tree::new();
+        let files: [(&str, &[u8], u32); 6] = [
+            ("Cargo.toml", b"[package]", 0o755),
+            ("Cargo.lock", b"version = 4", 0o644),
+            ("src/main.rs", b"fn main() { evil() }", 0o644),
+            ("build.rs", b"fn main() {}", 0o755),
+            (".cargo/config.toml", b"[build]", 0o644),
+            ("rust-toolchain.toml", b"[toolchain]", 0o644),
+        ];
+        for (path, data, mode) in files {
+            up.add_bytes(&format!("/kiln/src/{path}"), data.to_vec(), mode, "t")
+                .unwrap();
+        }
+        up.add_symlink("/kiln/src/member/Cargo.toml", "../build.rs".into(), "t")
+            .unwrap();
+        let t = fetch_tree(&up).unwrap();
+        use crate::layer::tree::Node;
+        let bytes = |p: &str| match t.get(p) {
+            Some(Node::Bytes { data, mode }) => Some((data.clone(), *mode)),
+            _ => None,
+        };
+        assert_eq!(
+            bytes("kiln/src/Cargo.toml"),
+            Some((b"[package]".to_vec(), 0o644)),
+            "content kept, not executable"
+        );
+        assert_eq!(bytes("kiln/src/Cargo.lock").map(|b| b.0), Some(b"version = 4".to_vec()));
+        assert_eq!(bytes("kiln/src/src/main.rs"), Some((Vec::new(), 0o644)), "placeholder");
+        assert_eq!(
+            bytes("kiln/src/build.rs"),
+            Some((Vec::new(), 0o644)),
+            "placeholder, not executable"
+        );
+        assert!(t.get("kiln/src/.cargo/config.toml").is_none());
+        assert!(t.get("kiln/src/rust-toolchain.toml").is_none());
+        assert!(t.get("kiln/src/member/Cargo.toml").is_none(), "no symlinks");
     }
 }

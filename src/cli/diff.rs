@@ -23,7 +23,7 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        out!("{}", diff::render(&report));
+        out!("{}", kiln::verify::render::render(&report));
     }
     Ok(if report.identical { 0 } else { 1 })
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use kiln::reference::ImageRef;
-use kiln::verify::{self, Vary, diff};
+use kiln::verify::{self, Vary};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -86,7 +86,7 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
         }
         for d in &report.differences {
             outln!("\n{} differs from the reference:", d.build);
-            for line in diff::render(&d.diff).lines() {
+            for line in verify::render::render(&d.diff).lines() {
                 outln!("  {line}");
             }
             for h in &d.hints {

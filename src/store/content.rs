@@ -13,7 +13,7 @@ use super::blob::{BlobWriter, remove_stale};
 use super::read::BlobFetch;
 use crate::cache::Cache;
 use crate::digest::{Digest, HashingWriter};
-use crate::image::{BlobSource, FileBlob, open_regular};
+use crate::image::{BlobSource, FileBlob, open_regular, read_regular};
 use crate::oci::Descriptor;
 use crate::{Error, Result};
 
@@ -85,11 +85,7 @@ impl BlobFetch for ContentStore {
     }
 
     fn bytes(&self, d: &Descriptor, max: u64) -> Result<Vec<u8>> {
-        let path = self.path(&d.digest);
-        let f = open_regular(&path)?;
-        let mut out = Vec::new();
-        f.take(max + 1).read_to_end(&mut out).map_err(Error::read(&path))?;
-        Ok(out)
+        read_regular(&self.path(&d.digest), max)
     }
 
     fn layer(&self, d: &Descriptor) -> Result<Arc<dyn BlobSource>> {

@@ -4,7 +4,6 @@
 //! through the one read path with every blob verified.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use super::Sink;
 use super::blob::{BlobWriter, remove_stale};
 use super::read::{self, BlobFetch};
 use crate::digest::Digest;
-use crate::image::{AnyImage, BlobSource, Image, ImageIndex, VerifiedFileBlob, open_regular};
+use crate::image::{AnyImage, BlobSource, Image, ImageIndex, VerifiedFileBlob, open_regular, read_regular};
 use crate::oci::{self, Descriptor, Index, Platform, canonical_json};
 use crate::{Error, Result};
 
@@ -267,15 +266,11 @@ fn put_blob(dir: &Path, desc: &Descriptor, src: &dyn BlobSource, created: &Creat
 /// Reads a layout's index.json, if there is one (a regular file, capped).
 pub fn read_index(dir: &Path) -> Result<Option<Index>> {
     let path = dir.join("index.json");
-    let f = match open_regular(&path) {
-        Ok(f) => f,
+    let bytes = match read_regular(&path, read::MAX_JSON) {
+        Ok(b) => b,
         Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut bytes = Vec::new();
-    f.take(read::MAX_JSON + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Error::read(&path))?;
     if bytes.len() as u64 > read::MAX_JSON {
         return Err(Error::format(
             path.display().to_string(),
@@ -304,11 +299,7 @@ impl BlobFetch for LayoutFetch {
     }
 
     fn bytes(&self, d: &Descriptor, max: u64) -> Result<Vec<u8>> {
-        let path = blob_path(&self.dir, &d.digest);
-        let f = open_regular(&path)?;
-        let mut bytes = Vec::new();
-        f.take(max + 1).read_to_end(&mut bytes).map_err(Error::read(&path))?;
-        Ok(bytes)
+        read_regular(&blob_path(&self.dir, &d.digest), max)
     }
 
     fn layer(&self, d: &Descriptor) -> Result<Arc<dyn BlobSource>> {

@@ -4,6 +4,7 @@
 //! and [`hints`] adds what kiln knows about Rust builds.
 
 pub mod diff;
+pub mod render;
 
 use diff::Looks;
 

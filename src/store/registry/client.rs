@@ -198,24 +198,23 @@ impl Client {
         let mut base = base;
         if may_be_plain {
             let probe = http.get(base.clone()).timeout(Duration::from_secs(5)).send().await;
-            match probe {
+            match probe.as_ref().err().map(certificate_problem) {
                 // A server that speaks TLS with a certificate kiln does not
                 // trust is a problem to report, not a reason to drop to HTTP.
-                Err(e) if certificate_problem(&e).is_some() => {
+                Some(Some(problem)) => {
                     return Err(Error::Registry {
                         registry: r.registry.clone(),
                         status: 0,
                         code: "TLS".into(),
                         message: format!(
                             "the registry's TLS certificate is not trusted ({}); put its CA in certs.d/{}/ca.crt (KILN_CERTS_DIR, /etc/docker/certs.d)",
-                            certificate_problem(&e).unwrap_or_default(),
-                            r.registry
+                            problem, r.registry
                         ),
                         retryable: false,
                     });
                 }
-                Err(_) => base.set_scheme("http").expect("http is a valid scheme"),
-                Ok(_) => {}
+                Some(None) => base.set_scheme("http").expect("http is a valid scheme"),
+                None => {}
             }
         }
         Ok(Client {
@@ -265,7 +264,7 @@ impl Client {
                 Some(s) => format!("registry: {method} {shown} -> {}{note}", s.as_u16()),
                 None => format!("registry: {method} {shown} -> {note}"),
             };
-            crate::progress::Progress::hidden().echo(None, &line);
+            crate::progress::echo(None, &line);
         }
     }
 
