@@ -103,12 +103,13 @@ impl LayoutSink {
                 });
             }
         };
-        let layout_file = self.dir.join("oci-layout");
+        // Anything but a layout's own entries makes the directory foreign. A
+        // bare `blobs/` is a layout another writer began (a failed writer
+        // cannot remove it while a concurrent assembly stages in it).
         let foreign = fs::read_dir(&self.dir)
             .map_err(Error::read(&self.dir))?
             .flatten()
-            .any(|_| true)
-            && !layout_file.exists();
+            .any(|e| !matches!(e.file_name().to_str(), Some("oci-layout" | "index.json" | "blobs")));
         if foreign && !created_dir {
             return Err(Error::invalid(
                 "output",
