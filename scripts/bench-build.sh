@@ -32,7 +32,7 @@ USER 65532:65532
 ENTRYPOINT ["/app"]
 EOF
 sed -e 's/RUN --mount=[^\\]*\\/RUN \\/' -e '/--mount=type=cache,target=\/src\/target/d' "$work/ctx/Dockerfile" >"$work/ctx/Dockerfile.legacy"
-sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/kiln/kiln.toml"
+{ printf "[build]\nbuilder = \"%s\"\n" "$KILN_TEST_BUILDER_PINNED"; cat "$work/kiln/kiln.toml"; } >"$work/kiln/kiln.toml.new" && mv "$work/kiln/kiln.toml.new" "$work/kiln/kiln.toml"
 
 bk() { (cd "$work/ctx" && DOCKER_BUILDKIT=1 "$docker" build -q -t kiln-bench/bk:latest .); }
 legacy() { (cd "$work/ctx" && DOCKER_BUILDKIT=0 "$docker" build -q --no-cache -f Dockerfile.legacy -t kiln-bench/legacy:latest .); }

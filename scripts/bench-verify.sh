@@ -13,7 +13,7 @@ bench_setup verify
 command -v diffoscope >/dev/null || { echo "bench: diffoscope missing (apt-get install diffoscope-minimal)" >&2; exit 1; }
 export SOURCE_DATE_EPOCH=1700000000 KILN_CACHE_DIR=$work/cache
 (cd examples/with-deps && tar --exclude=./target --exclude=./kiln.lock -cf - .) | (mkdir -p "$work/p" && tar -xf - -C "$work/p")
-sed -i "s|^builder = .*|builder = \"$KILN_TEST_BUILDER_PINNED\"|" "$work/p/kiln.toml"
+{ printf "[build]\nbuilder = \"%s\"\n" "$KILN_TEST_BUILDER_PINNED"; cat "$work/p/kiln.toml"; } >"$work/p/kiln.toml.new" && mv "$work/p/kiln.toml.new" "$work/p/kiln.toml"
 two_fresh_builds() { "$kiln" build --quiet --fresh && "$kiln" build --quiet --fresh; }
 # verify exits 1 when the builds differ: a complete run all the same (the verdict below says which).
 verify_run() { local rc=0; "$kiln" verify --rebuilds 2 || rc=$?; [ "$rc" -le 1 ]; }

@@ -159,6 +159,93 @@ ensure_base() {
     printf '%s' "$ref"
 }
 
+# An image made from Debian packages by a script (docker import of a root
+# filesystem), pushed as kiln-test/NAME:RECIPE-HASH.
+ensure_imported() {
+    local name=$1 key ref
+    key=$(recipe_hash "$name")
+    ref="$registry_addr/kiln-test/$name:$key"
+    if curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$registry_addr/v2/kiln-test/$name/manifests/$key" 2>/dev/null; then
+        say "image: $ref is current"
+    else
+        need_root "debootstrap $name"
+        say "image: building $name from Debian packages"
+        local root="$state/$name-root"
+        "$repo/base-images/test/$name/build.sh" "$root"
+        tar --numeric-owner -C "$root" -c . |
+            docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+                --change 'CMD ["bash"]' - "$ref" >/dev/null
+        rm -rf "$root"
+        docker push "$ref" >"$state/push.log" 2>&1 || { tail -20 "$state/push.log" >&2; exit 1; }
+        say "image: pushed $ref"
+    fi
+    printf '%s' "$ref"
+}
+
+# The test mirror's cargo-chef image: the builder plus a stand-in cargo-chef.
+ensure_chef() {
+    local key ref
+    key=$( (recipe_hash cargo-chef; echo "$builder_ref") | sha256sum | cut -c1-16)
+    ref="$registry_addr/kiln-test/cargo-chef:$key"
+    if ! curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$registry_addr/v2/kiln-test/cargo-chef/manifests/$key" 2>/dev/null; then
+        say "image: building $ref (builder + cargo-chef stand-in)"
+        docker build -q --build-arg "BUILDER=$builder_ref" -t "$ref" "$repo/base-images/test/cargo-chef" >/dev/null
+        docker push "$ref" >"$state/push.log" 2>&1 || { tail -20 "$state/push.log" >&2; exit 1; }
+    fi
+    printf '%s' "$ref"
+}
+
+# The loopback mirror: the images above under their official names
+# (127.0.0.1:5000/mirror/<registry>/<repository>), and a registries.conf
+# (containers-registries.conf(5)) that sends docker.io and gcr.io there and
+# nowhere else. This is the air-gapped setup a user makes, and the one the
+# zero-config tests and scripts/try.sh use: no test needs Docker Hub.
+publish_mirror() {
+    local rustc default
+    rustc=$(docker run --rm "$builder_ref" rustc --version | awk '{print $2}')
+    default=$(sed -n 's/^pub const DEFAULT_RUST_VERSION: &str = "\(.*\)";/\1/p' "$repo/src/builder/toolchain.rs")
+    local pairs=(
+        "$builder_ref docker.io/library/rust:$rustc-slim-bookworm"
+        "$builder_ref docker.io/library/rust:${rustc%.*}-slim-bookworm"
+        "$chef_ref docker.io/lukemathwalker/cargo-chef:latest-rust-${rustc%.*}-slim-bookworm"
+        "$debian_slim docker.io/library/debian:bookworm-slim"
+        "$cc_base gcr.io/distroless/cc-debian12:nonroot"
+        "$cc_base gcr.io/distroless/cc-debian12:latest"
+    )
+    if [ "${rustc%.*}" != "$default" ]; then
+        say "mirror: WARNING the builder has rustc $rustc but kiln's default is $default; publishing it as rust:$default-slim-bookworm too so the zero-config path runs; update DEFAULT_RUST_VERSION in src/builder/toolchain.rs"
+        pairs+=("$builder_ref docker.io/library/rust:$default-slim-bookworm")
+    fi
+    local p src name
+    for p in "${pairs[@]}"; do
+        src=${p%% *}
+        name=${p#* }
+        skopeo copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
+            "docker://$src" "docker://$registry_addr/mirror/$name" >"$state/mirror.log" 2>&1 ||
+            { tail -20 "$state/mirror.log" >&2; exit 1; }
+    done
+    say "mirror: ${#pairs[@]} official names under $registry_addr/mirror/ (rustc $rustc)"
+    cat >"$state/registries.conf.tmp" <<EOF
+# Written by scripts/dev-env.sh: docker.io and gcr.io come from the loopback
+# mirror only (blocked = true: nothing goes to the internet).
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+blocked = true
+[[registry.mirror]]
+location = "$registry_addr/mirror/docker.io"
+
+[[registry]]
+prefix = "gcr.io"
+location = "gcr.io"
+blocked = true
+[[registry.mirror]]
+location = "$registry_addr/mirror/gcr.io"
+EOF
+    mv "$state/registries.conf.tmp" "$state/registries.conf"
+    mirror_rust=$rustc
+}
+
 write_env() {
     cat >"$state/env.tmp" <<EOF
 # Written by scripts/dev-env.sh; sourced by tests and scripts.
@@ -169,6 +256,10 @@ KILN_TEST_BUILDER_PINNED=$registry_addr/kiln-test/rust-builder@$builder_digest
 KILN_TEST_CC_BASE=$cc_base
 KILN_TEST_BULLSEYE_BASE=$bullseye_base
 KILN_TEST_NOSSL_BASE=$nossl_base
+KILN_TEST_DEBIAN_SLIM=$debian_slim
+KILN_TEST_CHEF=$chef_ref
+KILN_MIRROR_RUSTC=$mirror_rust
+CONTAINERS_REGISTRIES_CONF=$state/registries.conf
 EOF
     mv "$state/env.tmp" "$state/env"
     say "env: $state/env"
@@ -201,6 +292,9 @@ up)
     cc_base=$(ensure_base cc-base)
     bullseye_base=$(ensure_base bullseye-cc-base)
     nossl_base=$(ensure_base cc-nossl-base)
+    debian_slim=$(ensure_imported debian-slim)
+    chef_ref=$(ensure_chef)
+    publish_mirror
     write_env
     ;;
 status) status ;;

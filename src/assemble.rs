@@ -144,7 +144,8 @@ pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::
     config.created = Some(spec.layer.timestamp.rfc3339());
     let rc = config.config.get_or_insert_with(RuntimeConfig::default);
     if let Some(e) = &spec.entrypoint {
-        rc.entrypoint = Some(e.clone());
+        // An empty entrypoint is none at all (Docker's null), not `[]`.
+        rc.entrypoint = (!e.is_empty()).then(|| e.clone());
         // Docker semantics: a new entrypoint resets the base's cmd.
         if spec.cmd.is_none() {
             rc.cmd = None;

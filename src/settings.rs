@@ -160,23 +160,34 @@ pub fn parse_duration(s: &str, origin: Origin) -> Result<u64> {
 
 /// A Docker health check from its parts (exec form, durations as text).
 pub fn healthcheck(
-    cmd: &[String],
+    cmd: &crate::config::HealthCmd,
     interval: Option<&str>,
     timeout: Option<&str>,
     start_period: Option<&str>,
     retries: Option<u32>,
     origin: Origin,
 ) -> Result<crate::oci::Healthcheck> {
-    if cmd.is_empty() || cmd[0].is_empty() {
-        return Err(Error::invalid(
-            origin,
-            "cmd = []",
-            "give the command as a list, e.g. cmd = [\"/usr/local/bin/app\", \"--health\"]",
-        ));
-    }
+    use crate::config::HealthCmd;
+    let test = match cmd {
+        HealthCmd::Exec(c) if c.is_empty() || c[0].is_empty() => {
+            return Err(Error::invalid(
+                origin,
+                "cmd = []",
+                "give the command as a list, e.g. cmd = [\"/usr/local/bin/app\", \"--health\"]",
+            ));
+        }
+        HealthCmd::Shell(s) if s.trim().is_empty() => {
+            return Err(Error::invalid(
+                origin,
+                "cmd = \"\"",
+                "give the command, e.g. cmd = [\"/usr/local/bin/app\", \"--health\"]",
+            ));
+        }
+        HealthCmd::Exec(c) => std::iter::once("CMD".to_string()).chain(c.iter().cloned()).collect(),
+        // Docker's shell form: the image's /bin/sh runs the string.
+        HealthCmd::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+    };
     let d = |v: Option<&str>| v.map(|v| parse_duration(v, origin)).transpose();
-    let mut test = vec!["CMD".to_string()];
-    test.extend(cmd.iter().cloned());
     Ok(crate::oci::Healthcheck {
         test,
         interval: d(interval)?.filter(|n| *n > 0),
@@ -198,9 +209,30 @@ mod tests {
         for bad in ["", "30", "s", "1d", "-1s", "1.5s"] {
             assert!(parse_duration(bad, "[image] healthcheck").is_err(), "{bad}");
         }
-        let h = healthcheck(&["/app".into(), "--ping".into()], Some("1s"), None, None, Some(3), "x").unwrap();
+        use crate::config::HealthCmd;
+        let h = healthcheck(
+            &HealthCmd::Exec(vec!["/app".into(), "--ping".into()]),
+            Some("1s"),
+            None,
+            None,
+            Some(3),
+            "x",
+        )
+        .unwrap();
         assert_eq!(h.test, ["CMD", "/app", "--ping"]);
         assert_eq!((h.interval, h.timeout, h.retries), (Some(1_000_000_000), None, Some(3)));
+        let h = healthcheck(
+            &HealthCmd::Shell("curl -f localhost".into()),
+            None,
+            None,
+            None,
+            None,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(h.test, ["CMD-SHELL", "curl -f localhost"]);
+        assert!(healthcheck(&HealthCmd::Exec(vec![]), None, None, None, None, "x").is_err());
+        assert!(healthcheck(&HealthCmd::Shell(" ".into()), None, None, None, None, "x").is_err());
     }
 
     #[test]

@@ -305,7 +305,12 @@ fn bad_configuration_is_reported_with_file_line_and_a_fix() {
         ("[image]\nstop_signal = \"TERM\"\n", "kiln.toml:2:15", "SIGTERM"),
         ("[image\n", "kiln.toml:1:7", "unclosed table"),
         ("[build]\ntarget = \"x86_64\"\n", "kiln.toml:2:10", "target triple"),
-        ("[build]\n", "kiln.toml", "no builder image"),
+        ("[image]\nbinary = \"app\"\n", "kiln.toml:2:10", "absolute file path"),
+        (
+            "[image]\nhealthcheck = { cmd = \"\" }\n",
+            "kiln.toml:2:15",
+            "give the command",
+        ),
     ];
     for (text, at, want) in cases {
         fs::write(p.join("kiln.toml"), text).unwrap();

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
@@ -33,6 +33,8 @@ use crate::{Error, Result};
 
 /// The docker backend: the pinned builder image on the engine DOCKER_HOST names.
 pub struct DockerBuilder {
+    /// For pulling the builder through kiln's own registry client.
+    ctx: Context,
     progress: Progress,
     /// Where the "this volume fetched this Cargo.lock" markers live.
     fetched: std::path::PathBuf,
@@ -41,6 +43,7 @@ pub struct DockerBuilder {
 impl DockerBuilder {
     pub fn new(ctx: &Context) -> Result<Self> {
         Ok(DockerBuilder {
+            ctx: ctx.clone(),
             progress: ctx.progress,
             fetched: ctx.cache.fetched()?,
         })
@@ -95,8 +98,51 @@ impl Builder for DockerBuilder {
             build: &tar_path,
             fetch: &fetch_path,
         };
-        build(plan, &pinned, tars, &self.progress, &self.fetched)
+        let image = ensure_builder(&self.ctx, &pinned)?;
+        build(plan, &pinned, &image, tars, &self.progress, &self.fetched)
     }
+}
+
+/// Makes the pinned builder present in the engine; returns the name to run.
+/// kiln pulls it itself (registries.conf/daemon.json mirrors, kiln's
+/// credentials, every blob checked against the pinned digest) and loads it:
+/// the engine never reaches out to a registry for kiln, so a builder behind
+/// a mirror works even when the engine has no mirror configured.
+fn ensure_builder(ctx: &Context, pinned: &PinnedImage) -> Result<String> {
+    let by_digest = pinned.by_digest();
+    let registry_ref = RegistryRef::parse(&pinned.reference).ok();
+    // kiln's own tag for what it loaded: the engine keeps no repo digest for
+    // a loaded image, so the tag carries the pinned digest instead.
+    let loaded = registry_ref
+        .as_ref()
+        .map(|r| format!("{}/{}:kiln-{}", r.registry, r.repository, &pinned.digest.hex()[..24]));
+    let rt = crate::store::daemon::runtime()?;
+    let present = rt.block_on(async {
+        let docker = crate::store::daemon::connect()?;
+        for name in std::iter::once(&by_digest).chain(loaded.as_ref()) {
+            if docker.inspect_image(name).await.is_ok() {
+                return Ok::<_, Error>(Some(name.clone()));
+            }
+        }
+        Ok(None)
+    })?;
+    if let Some(name) = present {
+        return Ok(name);
+    }
+    let (Some(r), Some(loaded)) = (registry_ref, loaded) else {
+        return Err(Error::Engine {
+            message: format!("the engine has no image {by_digest} and it names no registry to pull it from"),
+        });
+    };
+    let sp = ctx
+        .progress
+        .spinner(&format!("pulling the builder {}", pinned.reference));
+    let image = crate::store::registry::pull(ctx, &r.by_digest(&pinned.digest), Some(&crate::oci::Platform::host()))?;
+    sp.set_message(format!("loading the builder into the engine as {loaded}"));
+    let sink = crate::store::daemon::DaemonSink::new(crate::reference::DockerName::parse(&loaded)?);
+    crate::store::Sink::put(&sink, &image)?;
+    sp.finish_and_clear();
+    Ok(loaded)
 }
 
 /// The two uploads: the whole project for the build phase, and for the
@@ -134,33 +180,12 @@ fn engine_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '
     }
 }
 
-/// Makes sure `image` (a `repo@sha256:…` reference) is present, pulling it by digest.
-async fn ensure_image(docker: &Docker, pinned: &PinnedImage, progress: &Progress) -> Result<String> {
-    let by_digest = pinned.by_digest();
-    if docker.inspect_image(&by_digest).await.is_ok() {
-        return Ok(by_digest);
-    }
-    let sp = progress.spinner(&format!("pulling {by_digest}"));
-    let opts = CreateImageOptionsBuilder::default().from_image(&by_digest).build();
-    let mut s = docker.create_image(Some(opts), None, None);
-    while let Some(r) = s.next().await {
-        r.map_err(engine_err(&format!("pulling the builder {by_digest}")))?;
-    }
-    sp.finish_and_clear();
-    Ok(by_digest)
-}
-
-/// Resolves an image reference (tag) to a digest through the engine: pulls
-/// the tag, then reads the repo digest the engine recorded.
+/// Resolves an image reference (tag) to a digest through what the engine
+/// already has (its recorded repo digest). It never pulls: the engine's
+/// registry access is not kiln's (no mirrors, other credentials).
 pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::Digest> {
     let r = RegistryRef::parse(reference)?;
     let repo = format!("{}/{}", r.registry, r.repository);
-    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-    let opts = CreateImageOptionsBuilder::default().from_image(&repo).tag(&tag).build();
-    let mut s = docker.create_image(Some(opts), None, None);
-    while let Some(r) = s.next().await {
-        r.map_err(engine_err(&format!("pulling {reference}")))?;
-    }
     let info = docker
         .inspect_image(reference)
         .await
@@ -181,7 +206,14 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
 
 /// Runs the fetch and build phases for `plan`; `source_tar` holds the
 /// project (and CA bundle) as a tar to unpack at `/`.
-fn build(plan: &Plan, pinned: &PinnedImage, tars: Tars<'_>, progress: &Progress, fetched: &Path) -> Result<Artifacts> {
+fn build(
+    plan: &Plan,
+    pinned: &PinnedImage,
+    image: &str,
+    tars: Tars<'_>,
+    progress: &Progress,
+    fetched: &Path,
+) -> Result<Artifacts> {
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
@@ -189,7 +221,7 @@ fn build(plan: &Plan, pinned: &PinnedImage, tars: Tars<'_>, progress: &Progress,
         docker.ping().await.map_err(|e| Error::Engine {
             message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
         })?;
-        let flow = run(&docker, plan, pinned, tars, progress, fetched, created.clone());
+        let flow = run(&docker, plan, pinned, image, tars, progress, fetched, created.clone());
         let r = tokio::select! {
             r = flow => r,
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
@@ -234,16 +266,17 @@ fn mounts(plan: &Plan, pinned: &PinnedImage, with_target: bool) -> Vec<Mount> {
     m
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     docker: &Docker,
     plan: &Plan,
     pinned: &PinnedImage,
+    image: &str,
     tars: Tars<'_>,
     progress: &Progress,
     fetched: &Path,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<Artifacts> {
-    let image = ensure_image(docker, pinned, progress).await?;
     for m in mounts(plan, pinned, true) {
         let name = m.source.expect("named volume");
         let req = bollard::models::VolumeCreateRequest {
@@ -263,7 +296,7 @@ async fn run(
     let marker = fetch_marker(plan, pinned, fetched);
     let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
     if !skipped_fetch {
-        fetch(docker, plan, pinned, &image, tars.fetch, progress, created.clone()).await?;
+        fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
         if let Some(m) = &marker {
             let _ = std::fs::create_dir_all(m.parent().expect("marker has a parent"));
             let _ = std::fs::write(m, b"");
@@ -298,16 +331,16 @@ async fn run(
         network: false,
         with_target: true,
     };
-    let (mut code, mut log) = run_phase(docker, plan, pinned, &image, &build, tars.build, &sp, created.clone()).await?;
+    let (mut code, mut log) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
     sp.finish_and_clear();
     if code != 0 && skipped_fetch && missing_crates(&log) {
         // The cache volume lost crates since the marker was written: fetch, then build again.
         if let Some(m) = &marker {
             let _ = std::fs::remove_file(m);
         }
-        fetch(docker, plan, pinned, &image, tars.fetch, progress, created.clone()).await?;
+        fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
         let sp = progress.spinner("compiling (network off)");
-        (code, log) = run_phase(docker, plan, pinned, &image, &build, tars.build, &sp, created.clone()).await?;
+        (code, log) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
         sp.finish_and_clear();
     }
     let id = created

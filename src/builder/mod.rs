@@ -13,6 +13,7 @@ pub mod plan;
 pub mod project;
 pub mod resolve;
 pub mod source;
+pub mod toolchain;
 
 use std::io::Read;
 use std::path::Path;
@@ -283,7 +284,7 @@ pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Resu
         "the built binary",
     )?;
     if im.passwd {
-        let (u, g) = im.user.ids();
+        let (u, g) = im.user.as_ref().map(crate::settings::User::ids).unwrap_or((None, None));
         let (u, g) = (u.unwrap_or(65532), g.unwrap_or(65532));
         let passwd =
             format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{u}:{g}:nonroot:/home/nonroot:/sbin/nologin\n");
@@ -325,7 +326,7 @@ pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Resu
     spec.entrypoint = Some(im.entrypoint.clone());
     spec.cmd = im.cmd.clone();
     spec.env = im.env.clone();
-    spec.user = Some(im.user.clone());
+    spec.user = im.user.clone();
     spec.workdir = im.workdir.clone();
     spec.labels = im.labels.clone();
     spec.ports = im.ports.clone();

@@ -16,8 +16,8 @@ use crate::reference::{ImageRef, RegistryRef};
 use crate::store::registry;
 use crate::{Error, Result};
 
-/// Resolves a tag to a digest: through the registry (kiln's own client),
-/// else through the engine for images that exist only there.
+/// Resolves a tag to a digest: through the registry (kiln's own client,
+/// with its mirrors), else through what the engine already holds.
 fn resolve_reference(ctx: &Context, reference: &str, platform: &Platform) -> Result<Digest> {
     let via_registry = RegistryRef::parse(reference).and_then(|r| registry::resolve(ctx, &r, Some(platform)));
     match via_registry {
@@ -32,7 +32,9 @@ fn resolve_reference(ctx: &Context, reference: &str, platform: &Platform) -> Res
                 Error::invalid(
                     "image reference",
                     reference,
-                    format!("cannot resolve it to a digest: {registry_err}; and through the engine: {engine_err}"),
+                    format!(
+                        "cannot resolve it to a digest: {registry_err}; nor from the engine's images: {engine_err}"
+                    ),
                 )
             })
         }
@@ -102,7 +104,20 @@ pub fn pin(ctx: &Context, plan: &mut Plan, builder_ref: Option<&str>, locked: bo
     let mut lock = existing.clone().unwrap_or_default();
     let platform = Platform::host();
     if let Some(r) = builder_ref {
-        let digest = pin_one(ctx, &mut lock, "builder", r, &platform, locked, update, &lock_path)?;
+        let digest = pin_one(ctx, &mut lock, "builder", r, &platform, locked, update, &lock_path).map_err(|e| {
+            match &plan.builder_origin {
+                // kiln chose it: say why, and how to choose another.
+                Some(origin) => Error::invalid(
+                    "default builder",
+                    r,
+                    format!(
+                        "kiln's choice from {origin}: {e}. Make it reachable (a registries.conf mirror), or name \
+                             another with [build] builder in kiln.toml or --builder"
+                    ),
+                ),
+                None => e,
+            }
+        })?;
         plan.builder = Some(PinnedImage {
             reference: r.to_string(),
             digest,

@@ -88,6 +88,8 @@ pub struct Inputs {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub inputs: Inputs,
+    /// Why the builder is the default one (None: the user named it).
+    pub builder_origin: Option<String>,
     pub project: PathBuf,
     pub verbose: bool,
     /// Throw-away cache volumes (a cold build), removed afterwards.
@@ -123,7 +125,8 @@ pub struct ImagePlan {
     pub entrypoint: Vec<String>,
     pub cmd: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
-    pub user: User,
+    /// None: the base's user stays (`user = ""`).
+    pub user: Option<User>,
     pub workdir: Option<String>,
     pub ports: Vec<Port>,
     pub labels: Vec<(String, String)>,

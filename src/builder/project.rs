@@ -17,6 +17,8 @@ pub struct Package {
     pub bins: Vec<String>,
     /// The package's directory.
     pub dir: PathBuf,
+    /// `package.rust-version` (the oldest toolchain the package supports).
+    pub rust_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +33,8 @@ struct Manifest {
 struct PackageSection {
     name: String,
     version: Option<toml::Value>,
+    #[serde(rename = "rust-version")]
+    rust_version: Option<toml::Value>,
     #[serde(default = "yes")]
     autobins: bool,
 }
@@ -49,6 +53,8 @@ struct WorkspaceSection {
 #[derive(Deserialize)]
 struct WorkspacePackage {
     version: Option<String>,
+    #[serde(rename = "rust-version")]
+    rust_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +92,11 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         .as_ref()
         .and_then(|w| w.package.as_ref())
         .and_then(|p| p.version.clone());
+    let ws_rust_version = root
+        .workspace
+        .as_ref()
+        .and_then(|w| w.package.as_ref())
+        .and_then(|p| p.rust_version.clone());
     let members = root.workspace.as_ref().map(|w| w.members.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     if root.package.is_some() {
@@ -139,6 +150,11 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         }
         _ => "0.0.0".into(),
     };
+    let rust_version = match pkg.rust_version {
+        Some(toml::Value::String(v)) => Some(v),
+        Some(toml::Value::Table(t)) if t.get("workspace").and_then(|v| v.as_bool()) == Some(true) => ws_rust_version,
+        _ => None,
+    };
     let mut bins: Vec<String> = man.bin.iter().filter_map(|b| b.name.clone()).collect();
     if pkg.autobins && dir.join("src/main.rs").exists() && !bins.contains(&pkg.name) {
         bins.push(pkg.name.clone());
@@ -168,6 +184,7 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         version,
         bins,
         dir,
+        rust_version,
     })
 }
 

@@ -170,13 +170,14 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         .builder
         .clone()
         .or_else(|| spanned_str(&cfg.build.builder).map(|b| b.0));
-    if backend == Backend::Docker && builder_ref.is_none() {
-        return Err(Error::Config(src.error(
-            0..0,
-            "no builder image: set [build] builder = \"REGISTRY/REPO:TAG\" in kiln.toml (an image with cargo and \
-             rustc, e.g. docker.io/library/rust:1-slim-bookworm), pass --builder IMAGE, or use --backend host",
-        )));
-    }
+    // No builder named: the official Rust image for the project's toolchain.
+    let (builder_ref, builder_origin) = match (backend, builder_ref) {
+        (Backend::Docker, None) => {
+            let d = super::toolchain::default_builder(&req.project, &pkg)?;
+            (Some(d.reference), Some(d.source))
+        }
+        (_, b) => (b, None),
+    };
     let host_toolchain = match backend {
         Backend::Host => Some(host::toolchain_identity()?),
         Backend::Docker => None,
@@ -202,6 +203,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             host_toolchain,
         },
         project: req.project.clone(),
+        builder_origin,
         verbose: req.verbose,
         variation: req.variation.clone(),
         ca_bundle,
@@ -281,9 +283,11 @@ fn resolve_image(
             Err(e) => return Err(at(span, format!("base `{}`: {e}", base.0))),
         }
     }
+    // `user = ""` keeps the base's user, as a Dockerfile without USER does.
     let user = match spanned_str(&im.user) {
-        Some((u, span)) => User::parse(&u, "[image] user").map_err(|e| at(span, e.to_string()))?,
-        None => User::parse(&recipe.user, "the recipe's user")?,
+        Some((u, _)) if u.is_empty() => None,
+        Some((u, span)) => Some(User::parse(&u, "[image] user").map_err(|e| at(span, e.to_string()))?),
+        None => Some(User::parse(&recipe.user, "the recipe's user")?),
     };
     let workdir = match spanned_str(&im.workdir) {
         Some((w, span)) if !w.starts_with('/') => {
@@ -365,7 +369,21 @@ fn resolve_image(
             )));
         }
     }
-    let bin_path = format!("{}/{}", recipe.bin_dir.trim_end_matches('/'), bin);
+    let bin_path = match spanned_str(&im.binary) {
+        Some((b, span)) => {
+            let norm = crate::layer::tree::normalize_dest(&b)
+                .ok()
+                .filter(|n| b.starts_with('/') && !n.is_empty())
+                .ok_or_else(|| {
+                    at(
+                        span,
+                        format!("binary `{b}` must be an absolute file path in the image, e.g. \"/app/{bin}\""),
+                    )
+                })?;
+            format!("/{}", norm.trim_start_matches('/'))
+        }
+        None => format!("{}/{}", recipe.bin_dir.trim_end_matches('/'), bin),
+    };
     let mut labels: Vec<(String, String)> = vec![
         ("org.opencontainers.image.title".into(), pkg.name.clone()),
         ("org.opencontainers.image.version".into(), pkg.version.clone()),

@@ -135,7 +135,18 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
         (None, Some(h)) => Some(std::path::PathBuf::from(h).join(".docker/config.json")),
         (None, None) => None,
     };
+    // Pull mirrors the way podman/skopeo (registries.conf) and Docker
+    // (daemon.json) read them, so one setup serves every tool.
+    let registries_conf = env("CONTAINERS_REGISTRIES_CONF").map(std::path::PathBuf::from);
+    let mirrors = kiln::store::registry::mirrors::Mirrors::load(
+        &kiln::store::registry::mirrors::conf_files(
+            registries_conf.as_deref(),
+            home.as_deref().map(std::path::Path::new),
+        ),
+        Some(std::path::Path::new("/etc/docker/daemon.json")),
+    );
     let mut registry = Options {
+        mirrors,
         insecure: cli.insecure_registry.clone(),
         chunk_size: cli.chunk_size,
         verbose: cli.debug_registry,

@@ -112,10 +112,14 @@ pub struct ImageSection {
     pub recipe: Option<Spanned<String>>,
     /// Base image override (`scratch`, `oci:DIR[:TAG]`, or a registry reference).
     pub base: Option<Spanned<String>>,
+    /// Where the binary goes in the image (default `<recipe bin_dir>/<bin>`).
+    pub binary: Option<Spanned<String>>,
+    /// Default `[binary]`; `[]` for none (Docker's null: only `cmd` runs).
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `UID[:GID]` or `NAME[:GROUP]`; `""` keeps the base's user (root on scratch).
     pub user: Option<Spanned<String>>,
     pub workdir: Option<Spanned<String>>,
     #[serde(default)]
@@ -133,12 +137,21 @@ pub struct ImageSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckValue {
-    /// The command, exec form: the image's own binary and its arguments.
-    pub cmd: Vec<String>,
+    /// The command: a list is the exec form (`CMD`), a string the shell
+    /// form (`CMD-SHELL`, needs /bin/sh in the image).
+    pub cmd: HealthCmd,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub start_period: Option<String>,
     pub retries: Option<u32>,
+}
+
+/// A healthcheck command, as Docker's HEALTHCHECK takes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HealthCmd {
+    Exec(Vec<String>),
+    Shell(String),
 }
 
 /// A port as a number (`8080`) or a string (`"53/udp"`).

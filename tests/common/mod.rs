@@ -56,7 +56,8 @@ impl Sandbox {
 
     /// kiln in the sandbox: the working dir set, the host environment
     /// stripped to PATH, HOME, DOCKER_HOST and KILN_CERTS_DIR (when set),
-    /// KILN_CACHE_DIR in the sandbox; no SOURCE_DATE_EPOCH. A test adds
+    /// KILN_CACHE_DIR in the sandbox, the dev-env's registries.conf; no
+    /// SOURCE_DATE_EPOCH. A test adds
     /// what else it wants with `.env()`.
     pub fn kiln(&self) -> Command {
         let mut c = Command::new(KILN);
@@ -74,6 +75,15 @@ impl Sandbox {
         c
     }
 
+    /// `bash -eo pipefail -c SCRIPT` with kiln's isolated environment (for
+    /// scripts that call kiln, such as the CI example's steps).
+    pub fn shell(&self, script: &str) -> Command {
+        let mut c = Command::new("bash");
+        self.isolate(&mut c);
+        c.args(["-eo", "pipefail", "-c", script]);
+        c
+    }
+
     fn isolate(&self, c: &mut Command) {
         c.current_dir(self.path()).env_clear();
         for k in PASSED_ENV {
@@ -82,7 +92,22 @@ impl Sandbox {
             }
         }
         c.env("KILN_CACHE_DIR", self.cache());
+        // The dev-env's registries.conf (official names → the loopback
+        // mirror), as a user sets CONTAINERS_REGISTRIES_CONF; absent when
+        // the dev-env is not up, and then tests needing it fail on their own.
+        if let Some(conf) = registries_conf() {
+            c.env("CONTAINERS_REGISTRIES_CONF", conf);
+        }
     }
+}
+
+/// The dev-env's registries.conf, when written.
+pub fn registries_conf() -> Option<PathBuf> {
+    let state = std::env::var("KILN_DEV_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kiln-dev"));
+    let conf = state.join("registries.conf");
+    conf.is_file().then_some(conf)
 }
 
 /// Every path below `dir` (not following symlinks), sorted, at most `limit`.

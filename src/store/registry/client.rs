@@ -71,6 +71,8 @@ pub struct Options {
     pub verbose: bool,
     /// The one retry policy.
     pub retry: RetryPolicy,
+    /// Where pulls go (registries.conf, daemon.json); pushes ignore it.
+    pub mirrors: super::mirrors::Mirrors,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             parallel: 4,
             verbose: false,
             retry: RetryPolicy::default(),
+            mirrors: Default::default(),
         }
     }
 }

@@ -7,11 +7,13 @@
 //! - [`pull`]: the registry as a [`crate::store::read::BlobFetch`]: blobs are
 //!   verified as they stream into the content store, then read through the
 //!   one read path;
-//! - [`locations`]: which repositories hold a blob (for mounts).
+//! - [`locations`]: which repositories hold a blob (for mounts);
+//! - [`mirrors`]: registries.conf and daemon.json mirrors for pulls.
 
 pub mod auth;
 pub mod client;
 pub mod locations;
+pub mod mirrors;
 pub mod pull;
 pub mod push;
 

@@ -29,9 +29,13 @@ struct RegistryFetch {
 }
 
 impl RegistryFetch {
-    fn connect(ctx: &Context, r: &RegistryRef) -> Result<Self> {
+    fn connect(ctx: &Context, r: &RegistryRef, insecure: bool) -> Result<Self> {
         let rt = crate::store::daemon::runtime()?;
-        let client = rt.block_on(Client::connect(r, &ctx.registry))?;
+        let mut opts = ctx.registry.clone();
+        if insecure {
+            opts.insecure.push(r.registry.clone());
+        }
+        let client = rt.block_on(Client::connect(r, &opts))?;
         Ok(RegistryFetch {
             rt,
             client,
@@ -42,6 +46,46 @@ impl RegistryFetch {
         })
     }
 
+    /// Connects to the first of `r`'s mirrors (then `r` itself, unless a
+    /// registries.conf blocks it) that serves the manifest, and returns the
+    /// root of the read. The bytes are checked against `r`'s digest when it
+    /// has one, whoever serves them; errors name every place asked.
+    fn open(ctx: &Context, r: &RegistryRef) -> Result<(Self, Descriptor)> {
+        let endpoints = ctx.registry.mirrors.endpoints(r)?;
+        if let [only] = endpoints.as_slice()
+            && only.mirror_from.is_none()
+        {
+            let f = Self::connect(ctx, &only.reference, only.insecure)?;
+            let root = f.root()?;
+            return Ok((f, root));
+        }
+        let mut tried = Vec::new();
+        for ep in &endpoints {
+            let attempt = Self::connect(ctx, &ep.reference, ep.insecure).and_then(|f| {
+                let root = f.root()?;
+                Ok((f, root))
+            });
+            match attempt {
+                Ok(found) => return Ok(found),
+                Err(e) => tried.push(match &ep.mirror_from {
+                    Some(file) => format!("mirror {} (from {}): {e}", ep.reference, file.display()),
+                    None => format!("{}: {e}", ep.reference),
+                }),
+            }
+        }
+        Err(Error::NotFound {
+            what: format!("image {r}"),
+            location: if endpoints.iter().all(|e| e.mirror_from.is_some()) {
+                "its mirrors (the registry itself is blocked)".into()
+            } else {
+                "its mirrors or its registry".into()
+            },
+            hint: format!(
+                "; asked in order: {}. Push the image to the mirror, or change the reference",
+                tried.join("; ")
+            ),
+        })
+    }
     /// GETs the manifest the reference names, keeps it in the content
     /// store, and returns its descriptor: the root of the read.
     fn root(&self) -> Result<Descriptor> {
@@ -127,23 +171,20 @@ impl BlobFetch for RegistryFetch {
 
 /// Pulls `r` (choosing `platform` from an index) into the content store.
 pub fn pull(ctx: &Context, r: &RegistryRef, platform: Option<&Platform>) -> Result<Image> {
-    let f = RegistryFetch::connect(ctx, r)?;
-    let root = f.root()?;
+    let (f, root) = RegistryFetch::open(ctx, r)?;
     read::read_image(&f, &root, platform)
 }
 
 /// Pulls what `r` names, whole: an image, or an index with every child.
 pub fn pull_any(ctx: &Context, r: &RegistryRef) -> Result<AnyImage> {
-    let f = RegistryFetch::connect(ctx, r)?;
-    let root = f.root()?;
+    let (f, root) = RegistryFetch::open(ctx, r)?;
     read::read_any(&f, &root)
 }
 
 /// Resolves a reference to its manifest digest (for kiln lock): for an index,
 /// the digest of the platform's manifest.
 pub fn resolve(ctx: &Context, r: &RegistryRef, platform: Option<&Platform>) -> Result<Digest> {
-    let f = RegistryFetch::connect(ctx, r)?;
-    let root = f.root()?;
+    let (f, root) = RegistryFetch::open(ctx, r)?;
     let bytes = read::read_json(&f, &root)?;
     if read::is_index(&root.media_type, &bytes) {
         let index: oci::Index =
