@@ -246,6 +246,28 @@ EOF
     mirror_rust=$rustc
 }
 
+# The engine's copies of the mirror images under their official names, for
+# `docker build` of the Dockerfile fixtures (tests/fixtures/dockerfiles),
+# which the tests run with no network: the engine never pulls from the
+# internet. The one fixture step that needs Debian's package servers (the
+# debian-slim fixture's apt-get) runs here once, so the tests' legacy
+# builder finds it in its cache.
+engine_official_names() {
+    local name
+    for name in "docker.io/library/rust:${mirror_rust%.*}-slim-bookworm" \
+        "docker.io/lukemathwalker/cargo-chef:latest-rust-${mirror_rust%.*}-slim-bookworm" \
+        docker.io/library/debian:bookworm-slim gcr.io/distroless/cc-debian12:nonroot gcr.io/distroless/cc-debian12:latest; do
+        docker pull -q "$registry_addr/mirror/$name" >/dev/null
+        docker tag "$registry_addr/mirror/$name" "$name"
+    done
+    local fx="$repo/tests/fixtures/dockerfiles"
+    if [ -f "$fx/debian-slim/Dockerfile" ]; then
+        DOCKER_BUILDKIT=0 docker build -q -t kiln-dev/fixture-cache:debian-slim -f "$fx/debian-slim/Dockerfile" "$fx/app" \
+            >"$state/fixture-build.log" 2>&1 || { tail -20 "$state/fixture-build.log" >&2; exit 1; }
+    fi
+    say "engine: official names tagged; fixture apt step cached"
+}
+
 write_env() {
     cat >"$state/env.tmp" <<EOF
 # Written by scripts/dev-env.sh; sourced by tests and scripts.
@@ -295,6 +317,7 @@ up)
     debian_slim=$(ensure_imported debian-slim)
     chef_ref=$(ensure_chef)
     publish_mirror
+    engine_official_names
     write_env
     ;;
 status) status ;;

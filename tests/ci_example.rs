@@ -64,7 +64,9 @@ fn the_workflow_parses_into_the_steps_it_shows() {
         ]
     );
     assert!(steps[1].1.contains("kiln build --locked"), "{:?}", steps[1]);
-    assert!(!yaml.contains("${{ secrets") || !steps.iter().any(|(_, s)| s.contains("${{")));
+    // GitHub substitutes `${{ }}` before the shell runs; the steps keep
+    // them in `env:` so the scripts run the same here.
+    assert!(!steps.iter().any(|(_, s)| s.contains("${{")), "{steps:?}");
 }
 
 #[test]
