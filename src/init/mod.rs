@@ -1,0 +1,2 @@
+//! `kiln init`.
+pub mod dockerfile;
