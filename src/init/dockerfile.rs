@@ -82,9 +82,7 @@ fn show(s: &str) -> String {
 /// `# name=value` at the top of the file.
 fn directive(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('#')?.trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
     let (name, rest) = rest.split_at(end);
     if name.is_empty() || !name.as_bytes()[0].is_ascii_alphabetic() {
         return None;
@@ -134,10 +132,7 @@ fn heredoc_names(args: &str) -> Vec<(String, bool)> {
 /// Splits a Dockerfile into instructions.
 pub fn lex(file: &Path, text: &str) -> Result<Lexed> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
+    let lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     let mut i = 0;
     let mut escape = '\\';
     let mut seen_escape = false;
@@ -145,11 +140,7 @@ pub fn lex(file: &Path, text: &str) -> Result<Lexed> {
     while let Some((name, value)) = lines.get(i).and_then(|l| directive(l)) {
         if name.eq_ignore_ascii_case("escape") {
             if seen_escape {
-                return Err(at(
-                    file,
-                    i + 1,
-                    "the escape directive is given twice; keep only one",
-                ));
+                return Err(at(file, i + 1, "the escape directive is given twice; keep only one"));
             }
             seen_escape = true;
             escape = match value {
@@ -444,6 +435,13 @@ impl<'a> Shell<'a> {
     }
 }
 
+/// Shell words of `s` with `vars` substituted (for reading `RUN cargo …`);
+/// `None` when the text does not lex (an unclosed quote).
+pub fn shell_words(s: &str, escape: char, vars: &[(String, String)]) -> Option<Vec<String>> {
+    let lookup = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    Shell::new(s, escape, &lookup).words(true).ok()
+}
+
 fn unsupported(name: &str) -> String {
     format!(
         "unsupported substitution in `${{{name}…}}`; kiln reads ${{{name}}}, ${{{name}:-default}}, ${{{name}-default}}, ${{{name}:+alt}} and ${{{name}:?msg}}"
@@ -526,6 +524,8 @@ pub struct Config {
     pub shell: Vec<String>,
     /// Directories known to exist (WORKDIR, COPY destinations ending in /).
     pub dirs: Vec<String>,
+    /// Where each instruction that set a field was (keyword, line), in order.
+    pub origin: Vec<(String, usize)>,
 }
 
 impl Default for Config {
@@ -542,6 +542,7 @@ impl Default for Config {
             stop_signal: None,
             shell: DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
             dirs: Vec::new(),
+            origin: Vec::new(),
         }
     }
 }
@@ -636,6 +637,8 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dockerfile {
     pub stages: Vec<Stage>,
+    /// The escape character (for reading RUN lines).
+    pub escape: char,
 }
 
 impl Dockerfile {
@@ -800,7 +803,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
             let (image, name) = match words.as_slice() {
                 [] => (String::new(), None),
                 [image] => (image.clone(), None),
-                [image, as_, name] if as_.eq_ignore_ascii_case("as") => (image.clone(), Some(name.to_ascii_lowercase())),
+                [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
+                    (image.clone(), Some(name.to_ascii_lowercase()))
+                }
                 _ => {
                     return Err(err(format!(
                         "`FROM {}` is not `FROM [--platform=…] IMAGE [AS NAME]`; write it in that form",
@@ -817,7 +822,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
             if let Some(n) = &name
                 && stages.iter().any(|s| s.name.as_deref() == Some(n))
             {
-                return Err(err(format!("stage name `{}` is used twice; name each stage once", show(n))));
+                return Err(err(format!(
+                    "stage name `{}` is used twice; name each stage once",
+                    show(n)
+                )));
             }
             let parent = stages
                 .iter()
@@ -828,7 +836,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
             };
             let scratch = match parent {
                 Some(p) => {
-                    let df = Dockerfile { stages: stages.clone() };
+                    let df = Dockerfile {
+                        stages: stages.clone(),
+                        escape,
+                    };
                     df.root_image(p) == "scratch"
                 }
                 None => image == "scratch",
@@ -865,6 +876,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
                 "{kw} before the first FROM; only ARG may come before FROM, so move it into a stage"
             )));
         };
+        if matches!(kw, "LABEL" | "USER" | "WORKDIR" | "STOPSIGNAL" | "EXPOSE") {
+            st.stage.config.origin.push((kw.to_string(), line));
+        }
         let lookup = |n: &str| st.lookup(n);
         match kw {
             "ARG" => {
@@ -933,7 +947,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
                 {
                     st.stage.remarks.push(Remark {
                         line,
-                        text: format!("{kw} starts with [ but is not a JSON array of strings, so Docker runs it as shell form"),
+                        text: format!(
+                            "{kw} starts with [ but is not a JSON array of strings, so Docker runs it as shell form"
+                        ),
                     });
                 }
                 let c = Command {
@@ -964,7 +980,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
                         text: "SHELL changes the shell of later shell-form commands; kiln writes those commands with it, but has no SHELL of its own".into(),
                     });
                 }
-                _ => return Err(err("SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into())),
+                _ => {
+                    return Err(err(
+                        "SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into()
+                    ));
+                }
             },
             "COPY" | "ADD" => {
                 let c = copy(ins, escape, st, &stages).map_err(err)?;
@@ -1003,7 +1023,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
             ));
         }
     }
-    Ok(Dockerfile { stages })
+    Ok(Dockerfile { stages, escape })
 }
 
 fn example(kw: &str) -> &'static str {
@@ -1135,7 +1155,10 @@ fn healthcheck(args: &str, line: usize) -> std::result::Result<Healthcheck, Stri
             "start-interval" => h.start_interval = Some(v),
             "retries" => {
                 h.retries = Some(v.parse().map_err(|_| {
-                    format!("HEALTHCHECK --retries=`{}` is not a whole number; write e.g. --retries=3", show(&v))
+                    format!(
+                        "HEALTHCHECK --retries=`{}` is not a whole number; write e.g. --retries=3",
+                        show(&v)
+                    )
                 })?)
             }
             k => {
@@ -1163,7 +1186,8 @@ fn copy(ins: &Instruction, escape: char, st: &StageState, stages: &[Stage]) -> s
     let kw = ins.keyword.as_str();
     let (fl, rest) = flags(&ins.args);
     let lookup = |n: &str| st.lookup(n);
-    let sub = |s: &str| -> std::result::Result<String, String> { Ok(Shell::new(s, escape, &lookup).words(false)?.concat()) };
+    let sub =
+        |s: &str| -> std::result::Result<String, String> { Ok(Shell::new(s, escape, &lookup).words(false)?.concat()) };
     let mut c = Copy {
         line: ins.line,
         add: kw == "ADD",
@@ -1188,7 +1212,9 @@ fn copy(ins: &Instruction, escape: char, st: &StageState, stages: &[Stage]) -> s
                 c.from = Some(match stage {
                     Some(i) => CopyFrom::Stage(i),
                     None if v.parse::<usize>().is_ok() => {
-                        return Err(format!("{kw} --from={v}: there is no earlier stage #{v}; name a stage defined above"));
+                        return Err(format!(
+                            "{kw} --from={v}: there is no earlier stage #{v}; name a stage defined above"
+                        ));
                     }
                     None => CopyFrom::Image(v),
                 });
@@ -1237,7 +1263,9 @@ mod tests {
 
     #[test]
     fn comments_directives_continuations_and_case() {
-        let d = df("# syntax=docker/dockerfile:1\n# escape=`\n\n# a comment\nfrom scratch\nenv A=1 `\n  # inside\n\n  B=2\nCmd [\"/x\"]\n");
+        let d = df(
+            "# syntax=docker/dockerfile:1\n# escape=`\n\n# a comment\nfrom scratch\nenv A=1 `\n  # inside\n\n  B=2\nCmd [\"/x\"]\n",
+        );
         let c = last(&d);
         assert_eq!(c.env, [("A".into(), "1".into()), ("B".into(), "2".into())]);
         assert_eq!(c.cmd.as_ref().unwrap().argv, ["/x"]);
@@ -1251,7 +1279,9 @@ mod tests {
 
     #[test]
     fn heredocs_are_skipped() {
-        let d = df("FROM debian\nRUN <<EOF\napt-get update\nFROM nope\nEOF\nCOPY <<-CONF /etc/app.conf\n\tkey=1\n\tCONF\nUSER 1\n");
+        let d = df(
+            "FROM debian\nRUN <<EOF\napt-get update\nFROM nope\nEOF\nCOPY <<-CONF /etc/app.conf\n\tkey=1\n\tCONF\nUSER 1\n",
+        );
         let s = &d.stages[0];
         assert_eq!(d.stages.len(), 1);
         assert!(s.runs[0].heredoc && s.copies[0].heredoc);
@@ -1296,7 +1326,10 @@ mod tests {
     fn legacy_env_and_quotes() {
         let d = df("FROM scratch\nENV PATH_EXTRA /opt/bin:$PATH\nENV Q \"a b\"\nENV K1=\"v 2\" K2=a\\ b\n");
         let c = last(&d);
-        assert_eq!(c.env[0].1, "/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        assert_eq!(
+            c.env[0].1,
+            "/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        );
         assert_eq!(c.env[1].1, "a b");
         assert_eq!(c.env[2], ("K1".into(), "v 2".into()));
         assert_eq!(c.env[3], ("K2".into(), "a b".into()));
@@ -1313,7 +1346,10 @@ mod tests {
         ));
         assert_eq!(d.stages[1].config.cmd, None);
         assert_eq!(d.stages[2].config.cmd.as_ref().unwrap().argv, ["x"]);
-        assert_eq!(d.stages[2].config.entrypoint.as_ref().unwrap().argv, ["/bin/sh", "-c", "exec /app"]);
+        assert_eq!(
+            d.stages[2].config.entrypoint.as_ref().unwrap().argv,
+            ["/bin/sh", "-c", "exec /app"]
+        );
         let c = &d.stages[3].config;
         assert_eq!(c.cmd.as_ref().unwrap().argv, ["/bin/sh", "-c", "['not', 'json']"]);
         assert_eq!(d.chain(3), [0, 3]);
@@ -1335,7 +1371,10 @@ mod tests {
         assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
         let h = c.healthcheck.as_ref().unwrap();
         assert_eq!(h.test, Some(Form::Exec(vec!["/app".into(), "--health".into()])));
-        assert_eq!((h.interval.as_deref(), h.timeout.as_deref(), h.retries), (Some("5s"), Some("2s"), Some(3)));
+        assert_eq!(
+            (h.interval.as_deref(), h.timeout.as_deref(), h.retries),
+            (Some("5s"), Some("2s"), Some(3))
+        );
         assert_eq!(h.start_period, None);
         let d = df("FROM scratch\nHEALTHCHECK NONE\n");
         assert_eq!(last(&d).healthcheck.as_ref().unwrap().test, None);
@@ -1364,7 +1403,10 @@ mod tests {
         assert_eq!((s.copies[0].dest.as_str(), s.copies[0].dest_is_dir), ("/app", false));
         assert_eq!(s.copies[0].chmod.as_deref(), Some("0755"));
         assert!(s.copies[1].dest_is_dir);
-        assert_eq!((s.copies[2].dest.as_str(), s.copies[2].dest_is_dir), ("/srv/conf", false));
+        assert_eq!(
+            (s.copies[2].dest.as_str(), s.copies[2].dest_is_dir),
+            ("/srv/conf", false)
+        );
         assert_eq!((s.copies[3].dest.as_str(), s.copies[3].dest_is_dir), ("/srv/out", true));
         assert_eq!((s.copies[4].dest.as_str(), s.copies[4].dest_is_dir), ("/srv", true));
         assert_eq!(s.copies[4].other_flags, ["--link"]);
