@@ -112,6 +112,8 @@ pub struct ImageSection {
     pub recipe: Option<Spanned<String>>,
     /// Base image override (`scratch`, `oci:DIR[:TAG]`, or a registry reference).
     pub base: Option<Spanned<String>>,
+    /// Where the binary goes in the image (default `/usr/local/bin/<bin>`).
+    pub binary: Option<Spanned<String>>,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
