@@ -74,7 +74,11 @@ fn each_dockerfile_shape_gives_its_golden_kiln_toml() {
         let df = app.join("Dockerfile");
         let (stdout, _) = init_ok(&app, &["--from-dockerfile", df.to_str().unwrap()]);
         let written = app.join("kiln.toml");
-        assert_eq!(stdout.trim(), written.display().to_string(), "{shape}: stdout is the path");
+        assert_eq!(
+            stdout.trim(),
+            written.display().to_string(),
+            "{shape}: stdout is the path"
+        );
         let got = std::fs::read_to_string(&written).unwrap();
         let golden = fixtures().join(shape).join("expected-kiln.toml");
         if std::env::var_os("KILN_BLESS").is_some() {
@@ -94,15 +98,31 @@ fn notes_say_what_was_not_carried() {
         init_ok(&app, &["--from-dockerfile", df.to_str().unwrap()]).1
     };
     let chef = notes("chef");
-    assert!(chef.contains("Dockerfile:14: RUN cargo chef cook") && chef.contains("kiln's own fetch/build cache replaces it"), "{chef}");
+    assert!(
+        chef.contains("Dockerfile:14: RUN cargo chef cook")
+            && chef.contains("kiln's own fetch/build cache replaces it"),
+        "{chef}"
+    );
     assert!(chef.contains("stage `planner` is not carried"), "{chef}");
     let slim = notes("debian-slim");
-    assert!(slim.contains("Dockerfile:8: RUN installs ca-certificates, libssl3"), "{slim}");
+    assert!(
+        slim.contains("Dockerfile:8: RUN installs ca-certificates, libssl3"),
+        "{slim}"
+    );
     assert!(slim.contains("libssl3: the distroless-cc base has libssl3"), "{slim}");
-    assert!(slim.contains("ca-certificates: the scratch-static and debian-slim recipes add the builder's CA bundle"), "{slim}");
-    assert!(slim.contains("ENTRYPOINT in shell form runs through /bin/sh -c"), "{slim}");
+    assert!(
+        slim.contains("ca-certificates: the scratch-static and debian-slim recipes add the builder's CA bundle"),
+        "{slim}"
+    );
+    assert!(
+        slim.contains("ENTRYPOINT in shell form runs through /bin/sh -c"),
+        "{slim}"
+    );
     let single = notes("single-stage");
-    assert!(single.contains("Dockerfile:3: COPY . /usr/src/app copies the sources for the build"), "{single}");
+    assert!(
+        single.contains("Dockerfile:3: COPY . /usr/src/app copies the sources for the build"),
+        "{single}"
+    );
 }
 
 #[test]
@@ -115,7 +135,10 @@ fn json_report_and_no_overwrite_without_force() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let toml_text = report["kiln_toml"].as_str().unwrap();
-    assert_eq!(report["path"].as_str().unwrap(), app.join("kiln.toml").display().to_string());
+    assert_eq!(
+        report["path"].as_str().unwrap(),
+        app.join("kiln.toml").display().to_string()
+    );
     assert!(report["notes"].is_array());
     assert_eq!(std::fs::read_to_string(app.join("kiln.toml")).unwrap(), toml_text);
 
@@ -126,7 +149,11 @@ fn json_report_and_no_overwrite_without_force() {
     assert!(err.contains("already exists") && err.contains("--force"), "{err}");
     assert_eq!(std::fs::read_to_string(app.join("kiln.toml")).unwrap(), "# mine\n");
     init_ok(&app, &["--force"]);
-    assert!(std::fs::read_to_string(app.join("kiln.toml")).unwrap().starts_with("# kiln.toml for `app`"));
+    assert!(
+        std::fs::read_to_string(app.join("kiln.toml"))
+            .unwrap()
+            .starts_with("# kiln.toml for `app`")
+    );
     let stray: Vec<_> = std::fs::read_dir(&app)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -139,14 +166,33 @@ fn json_report_and_no_overwrite_without_force() {
 fn dockerfile_errors_name_path_and_line() {
     let (_t, app) = app_with("chef");
     let df = app.join("Dockerfile");
-    std::fs::write(&df, "FROM rust:1.96 AS build\nRUN cargo build --release\nFROM scratch\nEXPOSE http\n").unwrap();
-    let out = kiln(&["init", "--path", app.to_str().unwrap(), "--from-dockerfile", df.to_str().unwrap()]);
+    std::fs::write(
+        &df,
+        "FROM rust:1.96 AS build\nRUN cargo build --release\nFROM scratch\nEXPOSE http\n",
+    )
+    .unwrap();
+    let out = kiln(&[
+        "init",
+        "--path",
+        app.to_str().unwrap(),
+        "--from-dockerfile",
+        df.to_str().unwrap(),
+    ]);
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&format!("{}:4: EXPOSE `http`", df.display())), "{err}");
     assert!(!app.join("kiln.toml").exists());
     std::fs::write(&df, vec![b'#'; 2 << 20]).unwrap();
-    let err = text(&kiln(&["init", "--path", app.to_str().unwrap(), "--from-dockerfile", df.to_str().unwrap()]).stderr);
+    let err = text(
+        &kiln(&[
+            "init",
+            "--path",
+            app.to_str().unwrap(),
+            "--from-dockerfile",
+            df.to_str().unwrap(),
+        ])
+        .stderr,
+    );
     assert!(err.contains("limit for a Dockerfile"), "{err}");
 }
 
@@ -169,7 +215,10 @@ fn openssl_sys_picks_distroless_cc() {
     let (_, err) = init_ok(p, &[]);
     let got = std::fs::read_to_string(p.join("kiln.toml")).unwrap();
     assert!(got.contains("\nrecipe = \"distroless-cc\"\n"), "{got}");
-    assert!(got.contains("openssl-sys") && got.contains("`vendored`") && got.contains("rustls"), "{got}");
+    assert!(
+        got.contains("openssl-sys") && got.contains("`vendored`") && got.contains("rustls"),
+        "{got}"
+    );
     assert!(err.contains("recipe distroless-cc"), "{err}");
     let cfg = parses(&got);
     assert_eq!(cfg.image.recipe.unwrap().into_inner(), "distroless-cc");
@@ -190,13 +239,24 @@ fn ports_come_from_listen_addresses_in_the_code() {
         "pub fn admin() {\n    let _ = std::net::TcpListener::bind(\"127.0.0.1:9090\");\n}\n",
     )
     .unwrap();
-    std::fs::write(p.join("Cargo.toml"), "[package]\nname = \"srv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n").unwrap();
-    std::fs::write(p.join("Cargo.lock"), "version = 4\n\n[[package]]\nname = \"srv\"\nversion = \"0.1.0\"\n").unwrap();
+    std::fs::write(
+        p.join("Cargo.toml"),
+        "[package]\nname = \"srv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("Cargo.lock"),
+        "version = 4\n\n[[package]]\nname = \"srv\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
     let (_, err) = init_ok(p, &[]);
     let got = std::fs::read_to_string(p.join("kiln.toml")).unwrap();
     assert!(got.contains("\nports = [8080, 9090]\n"), "{got}");
     assert!(got.contains("src/main.rs:3: listens on port 8080"), "{got}");
-    assert!(err.contains("127.0.0.1:9090, which is unreachable from outside a container"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:9090, which is unreachable from outside a container"),
+        "{err}"
+    );
     assert!(!got.contains("\nrecipe = "), "no -sys crate: the default recipe\n{got}");
     parses(&got);
 }
@@ -209,12 +269,19 @@ fn workspace_with_several_binary_packages_is_an_error_listing_them() {
     for n in ["a", "b"] {
         std::fs::create_dir_all(p.join(n).join("src")).unwrap();
         std::fs::write(p.join(n).join("src/main.rs"), "fn main() {}\n").unwrap();
-        std::fs::write(p.join(n).join("Cargo.toml"), format!("[package]\nname = \"{n}\"\nversion = \"0.1.0\"\n")).unwrap();
+        std::fs::write(
+            p.join(n).join("Cargo.toml"),
+            format!("[package]\nname = \"{n}\"\nversion = \"0.1.0\"\n"),
+        )
+        .unwrap();
     }
     let out = kiln(&["init", "--path", p.to_str().unwrap()]);
     let err = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("2 packages with binaries (a, b)") && err.contains("--package"), "{err}");
+    assert!(
+        err.contains("2 packages with binaries (a, b)") && err.contains("--package"),
+        "{err}"
+    );
     let (_, _) = init_ok(p, &["--package", "b"]);
     let got = std::fs::read_to_string(p.join("kiln.toml")).unwrap();
     assert!(got.contains("\npackage = \"b\"\n"), "{got}");
