@@ -587,6 +587,8 @@ pub struct Run {
     pub command: Form,
     pub vars: Vec<(String, String)>,
     pub heredoc: bool,
+    /// The WORKDIR it runs in (`None`: the base's, `/` on most).
+    pub workdir: Option<String>,
 }
 
 /// What a stage is built on.
@@ -1006,6 +1008,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
                     command: Form::parse(rest),
                     vars,
                     heredoc: !ins.heredocs.is_empty(),
+                    workdir: st.stage.config.workdir.clone(),
                 });
             }
             _ => st.stage.remarks.push(Remark {

@@ -816,13 +816,10 @@ fn from_dockerfile(p: &Project, req: &Request, d: &Dockerfile, df: &str, v: &mut
             }
         }
         None if build_stage.is_some() => {
-            let wd = build_stage
-                .and_then(|b| {
-                    cargo_run
-                        .as_ref()
-                        .map(|_| d.stages[b].config.workdir.clone())
-                        .unwrap_or(None)
-                })
+            // Where cargo ran: relative paths are relative to that WORKDIR.
+            let wd = cargo_run
+                .as_ref()
+                .and_then(|(r, _)| r.workdir.clone())
                 .unwrap_or_else(|| "/".into());
             if cargo.install {
                 let root = cargo.root.clone().unwrap_or_else(|| "/usr/local/cargo".into());
@@ -1586,6 +1583,7 @@ mod tests {
             command: Form::Shell(t.into()),
             vars: vec![("FEATS".into(), "a,b".into())],
             heredoc: false,
+            workdir: None,
         };
         let c = cargo_command(&run("apt-get update && RUSTFLAGS='-C x' cargo +stable build --release --locked -p app --bin app --features $FEATS --target x86_64-unknown-linux-musl"), '\\').unwrap();
         assert_eq!(c.package.as_deref(), Some("app"));
