@@ -19,6 +19,7 @@ pub mod digest;
 pub mod elf;
 pub mod error;
 pub mod image;
+pub mod init;
 pub mod layer;
 pub mod oci;
 pub mod progress;

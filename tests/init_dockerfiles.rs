@@ -87,9 +87,20 @@ fn runs_and_answers(engine: &mut EngineObjects, image: &str, config: &serde_json
         .and_then(|m| m.keys().next().cloned())
         .unwrap_or_else(|| panic!("{image} exposes no port"));
     let name = engine.container(unique("kiln-test-df"));
-    ok(Command::new("docker").args(["run", "-d", "--name", &name, "-p"]).arg(format!("127.0.0.1::{port}")).arg(image));
+    ok(Command::new("docker")
+        .args(["run", "-d", "--name", &name, "-p"])
+        .arg(format!("127.0.0.1::{port}"))
+        .arg(image));
     let mapped = stdout(&ok(Command::new("docker").args(["port", &name, &port])));
-    let host_port: u16 = mapped.lines().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let host_port: u16 = mapped
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let reply = http_get(host_port, Duration::from_secs(20));
     let logs = Command::new("docker").args(["logs", &name]).output().unwrap();
     assert!(
@@ -136,7 +147,17 @@ fn one_shape(shape: &str) {
         .arg(format!("docker-daemon:{kiln_image}")));
     let built = Command::new("docker")
         .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "--network", "none", "-t", &docker_image, "-f", "Dockerfile", "."])
+        .args([
+            "build",
+            "-q",
+            "--network",
+            "none",
+            "-t",
+            &docker_image,
+            "-f",
+            "Dockerfile",
+            ".",
+        ])
         .current_dir(&project)
         .output()
         .unwrap();

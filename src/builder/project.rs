@@ -85,6 +85,36 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
 /// Finds the package to build: the root package, or `wanted` among the
 /// workspace members.
 pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
+    let all = packages(project)?;
+    match wanted {
+        Some(w) => all.into_iter().find(|p| p.name == w).ok_or_else(|| {
+            Error::invalid(
+                "[build] package",
+                w,
+                "no package of that name in this project or workspace",
+            )
+        }),
+        None => {
+            let n = all.len();
+            if n != 1 {
+                let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
+                return Err(Error::invalid(
+                    "project",
+                    project.display().to_string(),
+                    format!(
+                        "{n} packages found ({}); name one with [build] package = \"NAME\" in kiln.toml",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            Ok(all.into_iter().next().expect("one"))
+        }
+    }
+}
+
+/// Every package of the project: the root package, then the workspace
+/// members in the order Cargo.toml lists them.
+pub fn packages(project: &Path) -> Result<Vec<Package>> {
     let root_path = project.join("Cargo.toml");
     let root = read_manifest(&root_path)?;
     let ws_version = root
@@ -103,7 +133,7 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         candidates.push((project.to_path_buf(), root));
     }
     for m in members {
-        let dirs: Vec<PathBuf> = match m.strip_suffix("/*") {
+        let mut dirs: Vec<PathBuf> = match m.strip_suffix("/*") {
             Some(parent) => std::fs::read_dir(project.join(parent))
                 .map(|rd| {
                     rd.filter_map(|e| e.ok().map(|e| e.path()))
@@ -113,46 +143,32 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
                 .unwrap_or_default(),
             None => vec![project.join(&m)],
         };
+        dirs.sort();
         for d in dirs {
             let man = read_manifest(&d.join("Cargo.toml"))?;
             candidates.push((d, man));
         }
     }
-    let pick = match wanted {
-        Some(w) => candidates
-            .into_iter()
-            .find(|(_, m)| m.package.as_ref().is_some_and(|p| p.name == w))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "[build] package",
-                    w,
-                    "no package of that name in this project or workspace",
-                )
-            })?,
-        None => {
-            let n = candidates.len();
-            if n != 1 {
-                return Err(Error::invalid(
-                    "project",
-                    project.display().to_string(),
-                    format!("{n} packages found; name one with [build] package = \"NAME\" in kiln.toml"),
-                ));
-            }
-            candidates.into_iter().next().expect("one")
-        }
-    };
-    let (dir, man) = pick;
-    let pkg = man.package.expect("candidates have a package");
+    Ok(candidates
+        .into_iter()
+        .filter_map(|(dir, man)| package(dir, man, ws_version.as_deref(), ws_rust_version.as_deref()))
+        .collect())
+}
+
+fn package(dir: PathBuf, man: Manifest, ws_version: Option<&str>, ws_rust_version: Option<&str>) -> Option<Package> {
+    let pkg = man.package?;
     let version = match pkg.version {
         Some(toml::Value::String(v)) => v,
         Some(toml::Value::Table(t)) if t.get("workspace").and_then(|v| v.as_bool()) == Some(true) => {
-            ws_version.unwrap_or_else(|| "0.0.0".into())
+            ws_version.unwrap_or("0.0.0").to_string()
         }
         _ => "0.0.0".into(),
     };
     let rust_version = match pkg.rust_version {
         Some(toml::Value::String(v)) => Some(v),
-        Some(toml::Value::Table(t)) if t.get("workspace").and_then(|v| v.as_bool()) == Some(true) => ws_rust_version,
+        Some(toml::Value::Table(t)) if t.get("workspace").and_then(|v| v.as_bool()) == Some(true) => {
+            ws_rust_version.map(str::to_string)
+        }
         _ => None,
     };
     let mut bins: Vec<String> = man.bin.iter().filter_map(|b| b.name.clone()).collect();
@@ -179,7 +195,7 @@ pub fn find(project: &Path, wanted: Option<&str>) -> Result<Package> {
         }
     }
     bins.sort();
-    Ok(Package {
+    Some(Package {
         name: pkg.name,
         version,
         bins,
@@ -230,7 +246,7 @@ mod tests {
             find(d.path(), None)
                 .unwrap_err()
                 .to_string()
-                .contains("2 packages found")
+                .contains("2 packages found (a, b)")
         );
         let b = find(d.path(), Some("b")).unwrap();
         assert_eq!((b.name.as_str(), b.version.as_str()), ("b", "0.9.0"));

@@ -38,6 +38,7 @@ mod assemble;
 mod build;
 mod completions;
 mod diff;
+mod init;
 mod inspect;
 mod lock;
 mod man;
@@ -79,6 +80,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a kiln.toml for this project (from Cargo.toml, or carried over from a Dockerfile).
+    Init(init::Args),
     /// Assemble an image from files onto scratch or a base, without a daemon.
     Assemble(Box<assemble::Args>),
     /// Build the project in its pinned builder and assemble a reproducible image.
@@ -208,6 +211,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let ctx = context(&cli)?;
     let (json, quiet) = (cli.json, cli.quiet);
     match cli.command {
+        Command::Init(a) => init::run(a, json, quiet),
         Command::Assemble(a) => assemble::run(&ctx, *a, json, quiet),
         Command::Build(a) => build::run(&ctx, *a, json, quiet),
         Command::Lock(a) => lock::run(&ctx, a, json),
