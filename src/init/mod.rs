@@ -633,7 +633,14 @@ fn from_dockerfile(p: &Project, req: &Request, d: &Dockerfile, df: &str, v: &mut
         format!("{}: the runtime stage is FROM {runtime_root}", at(root_line)),
     );
     if write_base {
-        v.base = Some(runtime_root.clone());
+        // `[image] base` reads transports first (`oci:`, `docker-archive:`),
+        // so a short Docker Hub name (`rust:1.96`) is written in full.
+        v.base = Some(match crate::reference::ImageRef::parse(&runtime_root) {
+            Ok(crate::reference::ImageRef::Registry(_)) => runtime_root.clone(),
+            _ => RegistryRef::parse(&runtime_root)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| runtime_root.clone()),
+        });
     }
     out.decide(format!(
         "recipe {recipe_name}{} (the last stage's base, {}: FROM {runtime_root})",

@@ -391,8 +391,12 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
                 .get("PATH")
                 .cloned()
                 .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-            let candidates: Vec<String> = if prog.contains('/') {
+            let candidates: Vec<String> = if prog.starts_with('/') {
                 vec![prog.clone()]
+            } else if prog.contains('/') {
+                // The runtime starts a relative path from the working directory.
+                let wd = rc.working_dir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/");
+                vec![format!("{}/{prog}", wd.trim_end_matches('/'))]
             } else {
                 path_var.split(':').map(|d| format!("{d}/{prog}")).collect()
             };
