@@ -62,5 +62,13 @@ echo "GET / -> ${reply:-no answer}" >&2
 [ "${reply:-}" = "hello from kiln" ] || { docker logs "$container" >&2; exit 1; }
 echo "runs as user $(docker inspect --format '{{.Config.User}}' "$pushed"); image size $(docker image inspect --format '{{.Size}}' "$pushed") bytes" >&2
 
+step "kiln init --from-dockerfile: a multi-stage Dockerfile (static binary on scratch) carried over to kiln.toml"
+fx=$(mktemp -d)
+cp -r ../../tests/fixtures/dockerfiles/app/. "$fx/"
+cp ../../tests/fixtures/dockerfiles/static-scratch/Dockerfile "$fx/"
+"$kiln" init --path "$fx" --from-dockerfile "$fx/Dockerfile" >/dev/null
+grep -v '^#' "$fx/kiln.toml" | grep -v '^$' >&2
+rm -rf "$fx"
+
 step "done: image digest"
 echo "$digest"
