@@ -31,6 +31,9 @@ pub struct AssembleSpec {
     pub cmd: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub user: Option<User>,
+    /// With no `user`: keep the base's user (on scratch none, i.e. root)
+    /// instead of kiln's non-root default.
+    pub base_user: bool,
     pub workdir: Option<String>,
     pub labels: Vec<(String, String)>,
     pub ports: Vec<Port>,
@@ -51,6 +54,7 @@ impl AssembleSpec {
             cmd: None,
             env: Vec::new(),
             user: None,
+            base_user: false,
             workdir: None,
             labels: Vec::new(),
             ports: Vec::new(),
@@ -95,7 +99,9 @@ pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::
             let mut c = image::scratch_config(&spec.platform, spec.layer.timestamp);
             let rc = c.config.get_or_insert_with(RuntimeConfig::default);
             rc.env.push(DEFAULT_PATH.into());
-            rc.user = Some(DEFAULT_USER.into());
+            if !spec.base_user {
+                rc.user = Some(DEFAULT_USER.into());
+            }
             (c, Vec::new())
         }
         other => {

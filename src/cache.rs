@@ -80,6 +80,11 @@ impl Cache {
     pub fn fetched(&self) -> Result<PathBuf> {
         self.bucket("fetched")
     }
+
+    /// Builders kiln loaded into the engine: manifest digest → image ID.
+    pub fn loaded(&self) -> Result<PathBuf> {
+        self.bucket("loaded")
+    }
 }
 
 #[cfg(test)]

@@ -434,13 +434,13 @@ fn the_fetch_phase_runs_no_project_code_and_the_cargo_home_is_read_only() {
     )
     .unwrap();
     let toml = fs::read_to_string(p.join("kiln.toml")).unwrap();
+    assert!(
+        !toml.lines().any(|l| l.trim() == "[build]"),
+        "the example has no [build]: {toml}"
+    );
     fs::write(
         p.join("kiln.toml"),
-        toml.replacen(
-            "[build]\n",
-            "[build]\nenv = { RUSTC_WRAPPER = \"/kiln/src/wrap.sh\" }\n",
-            1,
-        ),
+        format!("[build]\nenv = {{ RUSTC_WRAPPER = \"/kiln/src/wrap.sh\" }}\n{toml}"),
     )
     .unwrap();
     // Fresh volumes: the fetch phase runs (no marker can skip it).

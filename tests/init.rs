@@ -286,3 +286,35 @@ fn workspace_with_several_binary_packages_is_an_error_listing_them() {
     let got = std::fs::read_to_string(p.join("kiln.toml")).unwrap();
     assert!(got.contains("\npackage = \"b\"\n"), "{got}");
 }
+
+#[test]
+fn dockerfile_text_cannot_inject_toml_or_reach_outside_the_project() {
+    let (_t, app) = app_with("static-scratch");
+    std::fs::write(
+        app.join("Dockerfile"),
+        "FROM rust:1.96-slim-bookworm AS build\nWORKDIR /src\nCOPY . .\nRUN cargo build --release --locked\n\
+         FROM scratch\nCOPY --from=build /src/target/release/app /app\n\
+         COPY [\"src\\nstop_signal = \\\"SIGKILL\\\"\\n#\", \"/x\"]\n\
+         COPY ../../etc/passwd /etc/passwd\nCOPY /src/main.rs /srv/main.rs\nENTRYPOINT [\"/app\"]\n",
+    )
+    .unwrap();
+    let (_, err) = init_ok(&app, &["--from-dockerfile", app.join("Dockerfile").to_str().unwrap()]);
+    let toml = std::fs::read_to_string(app.join("kiln.toml")).unwrap();
+    let cfg = parses(&toml);
+    assert!(
+        cfg.image.stop_signal.is_none(),
+        "a quoted newline became a live line:\n{toml}"
+    );
+    assert!(
+        !toml.contains("SIGKILL\n"),
+        "a quoted newline reached the file unescaped:\n{toml}"
+    );
+    assert!(err.contains("control characters"), "{err}");
+    assert!(err.contains("reaches outside the build context"), "{err}");
+    let files: Vec<String> = cfg.image.files.iter().map(|f| f.get_ref().src.clone()).collect();
+    assert!(files.contains(&"src/main.rs".to_string()), "{files:?}\n{toml}");
+    assert!(
+        !files.iter().any(|f| f.contains("..") || f.starts_with('/')),
+        "{files:?}"
+    );
+}

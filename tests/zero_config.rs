@@ -79,6 +79,26 @@ fn a_new_cargo_project_builds_with_no_configuration_through_the_mirror() {
     let again = ok(sb.kiln().current_dir(&project).args(["build", "--json", "--locked"]));
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["digest"], report["digest"]);
+
+    // `user = ""` keeps the base's user: on scratch none (root), as a
+    // Dockerfile without USER has it.
+    std::fs::write(project.join("kiln.toml"), "[image]\nuser = \"\"\n").unwrap();
+    let root_image = engine.image(format!("kiln-test-zero:{}", unique("root")));
+    ok(sb
+        .kiln()
+        .current_dir(&project)
+        .args(["build", "--quiet", "--out"])
+        .arg(format!("docker-daemon:{root_image}")));
+    let user = stdout(&ok(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}}",
+        &root_image,
+    ])));
+    assert_eq!(user.trim(), "", "user = \"\" on scratch");
+    let run = ok(Command::new("docker").args(["run", "--rm", &root_image]));
+    assert_eq!(stdout(&run).trim(), "Hello, world!");
 }
 
 #[test]

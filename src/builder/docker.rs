@@ -103,46 +103,58 @@ impl Builder for DockerBuilder {
     }
 }
 
-/// Makes the pinned builder present in the engine; returns the name to run.
-/// kiln pulls it itself (registries.conf/daemon.json mirrors, kiln's
+/// Makes the pinned builder present in the engine; returns the image ID to
+/// run. kiln pulls it itself (registries.conf/daemon.json mirrors, kiln's
 /// credentials, every blob checked against the pinned digest) and loads it:
 /// the engine never reaches out to a registry for kiln, so a builder behind
-/// a mirror works even when the engine has no mirror configured.
+/// a mirror works even when the engine has no mirror configured. Containers
+/// start from the image ID, never a tag someone could move: an ID the
+/// engine resolved from `repo@digest`, or the config digest of the image
+/// kiln loaded, recorded in kiln's own cache (0700) and checked against the
+/// engine's image before each use.
 fn ensure_builder(ctx: &Context, pinned: &PinnedImage) -> Result<String> {
     let by_digest = pinned.by_digest();
-    let registry_ref = RegistryRef::parse(&pinned.reference).ok();
-    // kiln's own tag for what it loaded: the engine keeps no repo digest for
-    // a loaded image, so the tag carries the pinned digest instead.
-    let loaded = registry_ref
-        .as_ref()
-        .map(|r| format!("{}/{}:kiln-{}", r.registry, r.repository, &pinned.digest.hex()[..24]));
+    let record = ctx.cache.loaded()?.join(pinned.digest.hex());
+    let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_string());
     let rt = crate::store::daemon::runtime()?;
     let present = rt.block_on(async {
         let docker = crate::store::daemon::connect()?;
-        for name in std::iter::once(&by_digest).chain(loaded.as_ref()) {
-            if docker.inspect_image(name).await.is_ok() {
-                return Ok::<_, Error>(Some(name.clone()));
-            }
+        if let Ok(i) = docker.inspect_image(&by_digest).await
+            && let Some(id) = i.id
+        {
+            return Ok::<_, Error>(Some(id));
+        }
+        if let Some(id) = &recorded
+            && let Ok(i) = docker.inspect_image(id).await
+            && i.id.as_deref() == Some(id.as_str())
+        {
+            return Ok(Some(id.clone()));
         }
         Ok(None)
     })?;
-    if let Some(name) = present {
-        return Ok(name);
+    if let Some(id) = present {
+        return Ok(id);
     }
-    let (Some(r), Some(loaded)) = (registry_ref, loaded) else {
-        return Err(Error::Engine {
-            message: format!("the engine has no image {by_digest} and it names no registry to pull it from"),
-        });
-    };
+    let r = RegistryRef::parse(&pinned.reference).map_err(|_| Error::Engine {
+        message: format!("the engine has no image {by_digest} and it names no registry to pull it from"),
+    })?;
     let sp = ctx
         .progress
         .spinner(&format!("pulling the builder {}", pinned.reference));
     let image = crate::store::registry::pull(ctx, &r.by_digest(&pinned.digest), Some(&crate::oci::Platform::host()))?;
-    sp.set_message(format!("loading the builder into the engine as {loaded}"));
-    let sink = crate::store::daemon::DaemonSink::new(crate::reference::DockerName::parse(&loaded)?);
+    // A readable name in `docker images`; runs go by ID.
+    let name = format!("{}/{}:kiln-{}", r.registry, r.repository, &pinned.digest.hex()[..24]);
+    sp.set_message(format!("loading the builder into the engine as {name}"));
+    let sink = crate::store::daemon::DaemonSink::new(crate::reference::DockerName::parse(&name)?);
+    // The sink checks that the engine's image ID is the config digest.
     crate::store::Sink::put(&sink, &image)?;
     sp.finish_and_clear();
-    Ok(loaded)
+    let id = image.manifest().config.digest.to_string();
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
+    }
+    crate::store::blob::write_atomic(&record, id.as_bytes())?;
+    Ok(id)
 }
 
 /// The two uploads: the whole project for the build phase, and for the

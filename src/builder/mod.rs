@@ -327,6 +327,8 @@ pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Resu
     spec.cmd = im.cmd.clone();
     spec.env = im.env.clone();
     spec.user = im.user.clone();
+    // `user = ""`: the base's user, as a Dockerfile without USER has it.
+    spec.base_user = im.user.is_none();
     spec.workdir = im.workdir.clone();
     spec.labels = im.labels.clone();
     spec.ports = im.ports.clone();

@@ -40,19 +40,36 @@ fn is_version(s: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// A version as (major, minor, patch); `1.96` is `1.96.0`.
 fn numbers(s: &str) -> Vec<u64> {
-    s.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+    let mut n: Vec<u64> = s.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    n.resize(3, 0);
+    n
 }
+
+/// Largest toolchain file read.
+const MAX_TOOLCHAIN_FILE: u64 = 64 << 10;
 
 /// The channel a toolchain file names (None: no file).
 fn toolchain_channel(project: &Path) -> Result<Option<(String, String)>> {
-    for name in ["rust-toolchain.toml", "rust-toolchain"] {
+    // rustup's order: the legacy file wins when both exist.
+    for name in ["rust-toolchain", "rust-toolchain.toml"] {
         let path = project.join(name);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::Read { path, source: e }),
+        // The project's file: a regular file (no link to /dev/zero), bounded.
+        let bytes = match crate::image::read_regular(&path, MAX_TOOLCHAIN_FILE) {
+            Ok(b) => b,
+            Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
+        if bytes.len() as u64 > MAX_TOOLCHAIN_FILE {
+            return Err(Error::invalid(
+                name,
+                path.display().to_string(),
+                "larger than 64 KiB; a toolchain file names a channel",
+            ));
+        }
+        let text =
+            String::from_utf8(bytes).map_err(|_| Error::invalid(name, path.display().to_string(), "not UTF-8 text"))?;
         // The legacy file may hold just the channel name.
         let trimmed = text.trim();
         if name == "rust-toolchain" && !trimmed.contains('[') && !trimmed.contains('\n') {
@@ -127,8 +144,11 @@ mod tests {
         // rust-version is a floor: an older one keeps kiln's version.
         assert_eq!(b(Some("1.70")), "docker.io/library/rust:1.96-slim-bookworm");
         assert_eq!(b(Some("1.97.1")), "docker.io/library/rust:1.97.1-slim-bookworm");
+        // 1.96.0 is kiln's own version, not a newer one.
+        assert_eq!(b(Some("1.96.0")), "docker.io/library/rust:1.96-slim-bookworm");
         std::fs::write(p.join("rust-toolchain"), "1.80.1\n").unwrap();
         assert_eq!(b(Some("1.97")), "docker.io/library/rust:1.80.1-slim-bookworm");
+        std::fs::remove_file(p.join("rust-toolchain")).unwrap();
         std::fs::write(p.join("rust-toolchain.toml"), "[toolchain]\nchannel = \"1.85\"\n").unwrap();
         let got = default_builder(p, &pkg(None)).unwrap();
         assert_eq!(got.reference, "docker.io/library/rust:1.85-slim-bookworm");
@@ -138,5 +158,9 @@ mod tests {
         std::fs::write(p.join("rust-toolchain.toml"), "[toolchain\n").unwrap();
         let e = default_builder(p, &pkg(None)).unwrap_err().to_string();
         assert!(e.contains("rust-toolchain.toml:1:"), "{e}");
+        // A link (to /dev/zero, say) is refused, not read.
+        std::fs::remove_file(p.join("rust-toolchain.toml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", p.join("rust-toolchain")).unwrap();
+        assert!(default_builder(p, &pkg(None)).is_err());
     }
 }

@@ -13,7 +13,7 @@ use kiln::time::Timestamp;
 pub struct Args {
     /// Base image: `scratch` or an image reference such as oci:DIR[:TAG].
     #[arg(long, default_value = "scratch", value_name = "REF")]
-    from: String,
+    pub from: String,
     /// Add a host file or directory at an absolute image path; MODE (octal)
     /// sets every added file's mode. Repeatable.
     #[arg(long = "add", value_name = "SRC:DEST[:MODE]")]
@@ -58,7 +58,7 @@ pub struct Args {
     /// Where to write: oci:DIR[:TAG], docker-archive:FILE[:NAME[:TAG]],
     /// docker-daemon:NAME[:TAG]. Repeatable.
     #[arg(long = "out", value_name = "REF", required = true)]
-    outs: Vec<String>,
+    pub outs: Vec<String>,
 }
 
 /// What `kiln assemble --json` prints.

@@ -33,7 +33,7 @@ pub struct Args {
     project: PathBuf,
     /// Where to write; repeatable [default: oci:target/kiln/image:VERSION].
     #[arg(long = "out", value_name = "REF")]
-    outs: Vec<String>,
+    pub outs: Vec<String>,
     /// Fail instead of creating or changing kiln.lock.
     #[arg(long)]
     locked: bool,
@@ -51,7 +51,7 @@ pub struct Args {
     fresh: bool,
     /// Push the image to this registry reference after building (repeatable).
     #[arg(long = "push", value_name = "REF")]
-    push: Vec<String>,
+    pub push: Vec<String>,
     /// Write and push the image even if `kiln scan` finds that it would not start.
     #[arg(long)]
     allow_scan_failures: bool,

@@ -8,10 +8,10 @@ use kiln::verify::diff;
 pub struct Args {
     /// First image (oci:, docker-archive:, registry reference).
     #[arg(value_name = "A")]
-    a: String,
+    pub a: String,
     /// Second image.
     #[arg(value_name = "B")]
-    b: String,
+    pub b: String,
 }
 
 pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {

@@ -7,7 +7,7 @@ use kiln::reference::ImageRef;
 pub struct Args {
     /// The image: oci:DIR[:TAG] or docker-archive:FILE.
     #[arg(value_name = "REF")]
-    image: String,
+    pub image: String,
     /// Also list the files of each layer.
     #[arg(long)]
     files: bool,

@@ -206,9 +206,32 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
     })
 }
 
+/// The registries (HOST[:PORT]) among `refs`: where `--username` applies.
+pub fn registries_of<'a>(refs: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    refs.into_iter()
+        .filter_map(|s| match kiln::reference::ImageRef::parse(s) {
+            Ok(kiln::reference::ImageRef::Registry(r)) => Some(r.registry),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs the command; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let ctx = context(&cli)?;
+    let mut ctx = context(&cli)?;
+    // Credentials from the command line go only to the registries the
+    // command itself names, never to a base's, a builder's or a mirror's.
+    ctx.registry.credentials_for = match &cli.command {
+        Command::Push(a) => registries_of([&a.dest]),
+        Command::Pull(a) => registries_of([&a.image]),
+        Command::Build(a) => registries_of(a.outs.iter().chain(&a.push)),
+        Command::Verify(a) => registries_of(&a.against),
+        Command::Scan(a) => registries_of([&a.image]),
+        Command::Inspect(a) => registries_of([&a.image]),
+        Command::Diff(a) => registries_of([&a.a, &a.b]),
+        Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
+        _ => Vec::new(),
+    };
     let (json, quiet) = (cli.json, cli.quiet);
     match cli.command {
         Command::Init(a) => init::run(a, json, quiet),

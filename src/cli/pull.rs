@@ -8,7 +8,7 @@ use kiln::store::{Outputs, Sink as _, registry};
 pub struct Args {
     /// HOST[:PORT]/REPO[:TAG][@DIGEST].
     #[arg(value_name = "REF")]
-    image: String,
+    pub image: String,
     /// Where to write it (oci:DIR[:TAG], docker-archive:FILE, docker-daemon:NAME).
     #[arg(long = "out", value_name = "REF", required = true)]
     outs: Vec<String>,

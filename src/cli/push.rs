@@ -12,7 +12,7 @@ pub struct Args {
     src: String,
     /// Where: HOST[:PORT]/REPO[:TAG].
     #[arg(value_name = "DEST")]
-    dest: String,
+    pub dest: String,
     /// Also tag the pushed manifest with these tags. Repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,

@@ -7,7 +7,7 @@ use kiln::scan::{self, Report, Severity};
 pub struct Args {
     /// The image: oci:DIR[:TAG], docker-archive:FILE, or a registry reference.
     #[arg(value_name = "REF")]
-    image: String,
+    pub image: String,
     /// Check every ELF file in the image, not only the entrypoint and what it loads.
     #[arg(long)]
     all: bool,

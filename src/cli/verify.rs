@@ -17,7 +17,7 @@ pub struct Args {
     rebuilds: usize,
     /// Compare with this image (e.g. the one CI published) instead of a first build.
     #[arg(long, value_name = "REF")]
-    against: Option<String>,
+    pub against: Option<String>,
     /// What to vary, comma-separated [default: all].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     vary: Vec<VaryArg>,

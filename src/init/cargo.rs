@@ -35,18 +35,17 @@ pub struct Project {
 }
 
 fn read_small(path: &Path, max: u64) -> Result<Option<String>> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::Read {
-                path: path.into(),
-                source: e,
-            });
-        }
-        Ok(m) if m.len() > max => return Ok(None),
-        Ok(_) => {}
+    // Regular files only (no link to /dev/zero, no FIFO), bounded; a file
+    // over `max` is skipped as before.
+    let bytes = match crate::image::read_regular(path, max) {
+        Ok(b) => b,
+        Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if bytes.len() as u64 > max {
+        return Ok(None);
     }
-    std::fs::read_to_string(path).map(Some).map_err(Error::read(path))
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Reads the project in `dir`; `wanted` names a workspace member.

@@ -237,6 +237,23 @@ struct Shell<'a> {
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     undefined: Vec<String>,
+    /// Nesting of `${V:-${W:-…}}`: bounded, so a crafted file cannot
+    /// overflow the stack.
+    depth: usize,
+}
+
+/// Most instructions and stages read: real Dockerfiles have tens.
+const MAX_INSTRUCTIONS: usize = 4096;
+const MAX_STAGES: usize = 128;
+
+/// Deepest `${…}` nesting read.
+const MAX_NESTING: usize = 16;
+/// Longest text one substitution may produce (`ARG B=$A$A` chains would
+/// otherwise grow exponentially).
+pub const MAX_EXPANSION: usize = 64 << 10;
+
+fn too_long() -> String {
+    format!("a value expands to more than {MAX_EXPANSION} bytes; kiln reads Dockerfiles with shorter ARG/ENV values")
 }
 
 impl<'a> Shell<'a> {
@@ -247,6 +264,7 @@ impl<'a> Shell<'a> {
             escape,
             lookup,
             undefined: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -266,9 +284,15 @@ impl<'a> Shell<'a> {
         let mut words = Vec::new();
         let mut cur = String::new();
         let mut in_word = false;
+        // Bytes of the words already finished.
+        let mut done = 0usize;
         while let Some(ch) = self.next() {
+            if cur.len() > MAX_EXPANSION || done + cur.len() > 4 * MAX_EXPANSION {
+                return Err(too_long());
+            }
             if split && ch.is_whitespace() {
                 if in_word {
+                    done += cur.len();
                     words.push(std::mem::take(&mut cur));
                     in_word = false;
                 }
@@ -299,6 +323,7 @@ impl<'a> Shell<'a> {
                         for c in v.chars() {
                             if c.is_whitespace() {
                                 if in_word {
+                                    done += cur.len();
                                     words.push(std::mem::take(&mut cur));
                                     in_word = false;
                                 }
@@ -410,8 +435,15 @@ impl<'a> Shell<'a> {
                         value.unwrap_or_default()
                     });
                 }
+                if self.depth >= MAX_NESTING {
+                    return Err(format!("`${{{name}…}}` nests deeper than {MAX_NESTING} levels"));
+                }
                 let mut sub = Shell::new(&word, self.escape, self.lookup);
+                sub.depth = self.depth + 1;
                 let expanded = sub.words(false)?.concat();
+                if expanded.len() > MAX_EXPANSION {
+                    return Err(too_long());
+                }
                 for u in sub.undefined {
                     if !self.undefined.contains(&u) {
                         self.undefined.push(u);
@@ -778,8 +810,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let mut stages: Vec<Stage> = Vec::new();
+    let mut scratch_of: Vec<bool> = Vec::new();
     let mut cur: Option<StageState> = None;
 
+    if lexed.instructions.len() > MAX_INSTRUCTIONS {
+        return Err(at(
+            file,
+            lexed.instructions[MAX_INSTRUCTIONS].line,
+            format!("more than {MAX_INSTRUCTIONS} instructions; kiln init reads Dockerfiles of ordinary size"),
+        ));
+    }
     for ins in &lexed.instructions {
         let line = ins.line;
         let err = |msg: String| at(file, line, msg);
@@ -787,6 +827,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
         if kw == "FROM" {
             if let Some(s) = cur.take() {
                 stages.push(s.stage);
+            }
+            if stages.len() >= MAX_STAGES {
+                return Err(err(format!(
+                    "more than {MAX_STAGES} stages; kiln init reads at most {MAX_STAGES}"
+                )));
             }
             let (fl, rest) = flags(&ins.args);
             let global = |n: &str| globals.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
@@ -836,16 +881,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
                 Some(p) => (Base::Stage(p), stages[p].config.clone()),
                 None => (Base::Image(image.clone()), Config::default()),
             };
+            // Whether each stage's chain starts FROM scratch, kept as stages
+            // are read (no copy of every earlier stage per FROM).
             let scratch = match parent {
-                Some(p) => {
-                    let df = Dockerfile {
-                        stages: stages.clone(),
-                        escape,
-                    };
-                    df.root_image(p) == "scratch"
-                }
+                Some(p) => scratch_of[p],
                 None => image == "scratch",
             };
+            scratch_of.push(scratch);
             cur = Some(StageState {
                 stage: Stage {
                     index: stages.len(),
@@ -997,10 +1039,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Dockerfile> {
             }
             "RUN" => {
                 let (_, rest) = flags(&ins.args);
-                let mut vars = st.stage.config.env.clone();
-                for (k, v) in &st.args {
-                    if !vars.iter().any(|(e, _)| e == k) {
-                        vars.push((k.clone(), v.clone()));
+                // The variables are kept only for cargo commands (read for
+                // flags later), and only those the command names: a long
+                // file of ENV and RUN lines stays linear.
+                let mut vars: Vec<(String, String)> = Vec::new();
+                if rest.contains("cargo") {
+                    for (k, v) in st.stage.config.env.iter().chain(st.args.iter()) {
+                        if rest.contains(k.as_str()) && !vars.iter().any(|(e, _)| e == k) {
+                            vars.push((k.clone(), v.clone()));
+                        }
                     }
                 }
                 st.stage.runs.push(Run {
@@ -1428,6 +1475,32 @@ mod tests {
         assert!(err("\n# only a comment\n").contains("no FROM instruction"));
         let big = "#".repeat(MAX_BYTES + 1);
         assert!(err(&big).contains("limit for a Dockerfile"));
+    }
+
+    #[test]
+    fn crafted_files_are_refused_in_bounded_time_and_memory() {
+        let f = Path::new("Dockerfile");
+        // ARG B=$A$A doubling: 2^40 bytes if unbounded.
+        let mut text = String::from("ARG A0=xxxxxxxxxxxxxxxx\n");
+        for i in 1..40 {
+            text.push_str(&format!("ARG A{i}=$A{}$A{}\n", i - 1, i - 1));
+        }
+        text.push_str("FROM scratch\n");
+        let e = parse(f, &text).unwrap_err().to_string();
+        assert!(e.contains("expands to more than"), "{e}");
+        // ${A:-${A:-…}} nested far deeper than any real file.
+        let deep = format!("FROM scratch\nENV X={}y{}\n", "${A:-".repeat(5000), "}".repeat(5000));
+        let e = parse(f, &deep).unwrap_err().to_string();
+        assert!(e.contains("nests deeper"), "{e}");
+        // Thousands of stages, each FROM the previous one.
+        let mut many = String::from("FROM scratch AS s0\n");
+        for i in 1..3000 {
+            many.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+        }
+        let e = parse(f, &many).unwrap_err().to_string();
+        assert!(e.contains("stages"), "{e}");
+        let long = "FROM scratch\n".to_string() + &"ENV A=1\n".repeat(5000);
+        assert!(parse(f, &long).unwrap_err().to_string().contains("instructions"));
     }
 
     proptest::proptest! {

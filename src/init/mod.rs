@@ -1202,8 +1202,34 @@ fn carry_stage(
                 );
                 continue;
             }
-            let rel = src.trim_start_matches("./").trim_end_matches('/');
+            // Docker reads sources inside the build context: `/etc/x` is the
+            // context's etc/x, and `..` cannot leave it.
+            let rel = src
+                .trim_start_matches('/')
+                .trim_start_matches("./")
+                .trim_end_matches('/');
             let rel = if rel.is_empty() { "." } else { rel };
+            if rel.contains(char::is_control) {
+                out.note(
+                    Some(c.line),
+                    format!(
+                        "{}: {kw} {}: a file name with control characters; not carried",
+                        at(c.line),
+                        crate::text::escape_controls(src)
+                    ),
+                );
+                continue;
+            }
+            if rel.split('/').any(|c| c == "..") {
+                out.note(
+                    Some(c.line),
+                    format!(
+                        "{}: {kw} {src} reaches outside the build context; not carried",
+                        at(c.line)
+                    ),
+                );
+                continue;
+            }
             let path = dir.join(rel);
             if c.add
                 && [".tar", ".tgz", ".gz", ".xz", ".bz2", ".zst"]
@@ -1342,8 +1368,10 @@ fn field(text: &mut String, v: &Values, name: &'static str, help: &str, live: Op
     for h in help.lines() {
         text.push_str(&format!("# {h}\n"));
     }
+    // Reasons quote the Dockerfile: control characters (a newline above
+    // all) are escaped so a quote can never end the comment.
     for (_, why) in v.why.iter().filter(|(f, _)| *f == name) {
-        text.push_str(&format!("#   {why}\n"));
+        text.push_str(&format!("#   {}\n", crate::text::escape_controls(why)));
     }
     // `build.env` is [build] env (its `why` lines are not [image] env's).
     let key = name.rsplit('.').next().unwrap_or(name);
@@ -1370,8 +1398,9 @@ fn render(p: &Project, v: &Values, source: &str) -> String {
     let binary = v.binary.clone().unwrap_or_else(|| format!("{bin_dir}/{bin}"));
     let mut t = String::new();
     t.push_str(&format!(
-        "# kiln.toml for `{}`, written by `kiln init` from {source}.\n",
-        p.package.name
+        "# kiln.toml for `{}`, written by `kiln init` from {}.\n",
+        crate::text::escape_controls(&p.package.name),
+        crate::text::escape_controls(source)
     ));
     t.push_str("# Live lines differ from kiln's defaults; each commented line shows a default\n");
     t.push_str("# or an example. The README's kiln.toml reference describes every field.\n\n");

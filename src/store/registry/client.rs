@@ -57,8 +57,11 @@ impl Default for RetryPolicy {
 pub struct Options {
     /// Hosts (`host[:port]`) reached over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
-    /// Credentials given on the command line (override config.json).
+    /// Credentials given on the command line (override config.json)...
     pub credentials: Option<Credentials>,
+    /// ...for these registries (`HOST[:PORT]`) only: the ones the command
+    /// names. Any other registry gets config.json's credentials for itself.
+    pub credentials_for: Vec<String>,
     /// The docker config.json to read credentials from (None: none).
     pub docker_config: Option<PathBuf>,
     /// Directories in Docker's certs.d layout (`HOST[:PORT]/*.crt`).
@@ -80,6 +83,7 @@ impl Default for Options {
         Options {
             insecure: Vec::new(),
             credentials: None,
+            credentials_for: Vec::new(),
             docker_config: None,
             certs_dirs: Vec::new(),
             chunk_size: None,
@@ -195,8 +199,8 @@ impl Client {
             .build()
             .map_err(|e| Error::invalid("registry client", r.registry.clone(), e.to_string()))?;
         let creds = match &opts.credentials {
-            Some(c) => c.clone(),
-            None => auth::lookup(&r.registry, opts.docker_config.as_deref())?,
+            Some(c) if opts.credentials_for.iter().any(|h| h == &r.registry) => c.clone(),
+            _ => auth::lookup(&r.registry, opts.docker_config.as_deref())?,
         };
         let mut base = base;
         if may_be_plain {

@@ -35,6 +35,7 @@ struct Mirror {
     location: String,
     insecure: bool,
     digest_only: bool,
+    tag_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -185,9 +186,15 @@ impl Mirrors {
                 mirror_from: None,
             }]);
         };
-        let rest = &name[rule.prefix.len().min(name.len())..];
+        // What follows the matched prefix (for a wildcard, the host).
+        let matched = if rule.prefix.starts_with("*.") {
+            r.registry.len()
+        } else {
+            rule.prefix.len()
+        };
+        let rest = &name[matched.min(name.len())..];
         let rewrite = |location: &str| -> Result<RegistryRef> {
-            let mut out = if location.is_empty() || rule.prefix.starts_with("*.") {
+            let mut out = if location.is_empty() {
                 r.clone()
             } else {
                 RegistryRef::parse(&format!("{location}{rest}")).map_err(|e| {
@@ -205,7 +212,7 @@ impl Mirrors {
         let by_digest = r.digest.is_some();
         let mut out = Vec::new();
         for m in &rule.mirrors {
-            if m.digest_only && !by_digest {
+            if (m.digest_only && !by_digest) || (m.tag_only && by_digest) {
                 continue;
             }
             out.push(Endpoint {
@@ -302,6 +309,24 @@ fn bare(location: &str) -> &str {
         .trim_end_matches('/')
 }
 
+/// A location must start with a registry host (`host.domain`, `host:port`
+/// or `localhost`): without one, Docker's naming would read it as a Docker
+/// Hub repository and the pull would go to Docker Hub.
+fn check_location(location: &str) -> std::result::Result<(), &'static str> {
+    if location.is_empty() {
+        return Ok(());
+    }
+    if location.contains('@') {
+        return Err("must not hold credentials or a digest");
+    }
+    let host = location.split('/').next().unwrap_or("");
+    if host.contains('.') || host.contains(':') || host == "localhost" {
+        Ok(())
+    } else {
+        Err("must begin with a registry host (HOST.DOMAIN, HOST:PORT or localhost)")
+    }
+}
+
 fn parse_conf(file: &Path, text: &str) -> Result<Vec<Rule>> {
     let src = Source { file, text };
     let conf: ConfFile = src.parse().map_err(Error::Config)?;
@@ -320,7 +345,13 @@ fn parse_conf(file: &Path, text: &str) -> Result<Vec<Rule>> {
                 "prefix `{prefix}`: write HOST[:PORT][/NAMESPACE…] or *.DOMAIN (tag and digest prefixes are not supported)"
             )));
         }
+        if prefix.contains('*') && (!prefix.starts_with("*.") || prefix[1..].contains(['*', '/'])) {
+            return Err(at(format!(
+                "prefix `{prefix}`: a wildcard is only `*.DOMAIN`, a host name with no path"
+            )));
+        }
         let location = e.location.as_deref().map(bare).unwrap_or("").to_string();
+        check_location(&location).map_err(|m| at(format!("location `{location}`: {m}")))?;
         if prefix.starts_with("*.") && !location.is_empty() {
             return Err(at(format!(
                 "prefix `{prefix}` is a wildcard: it cannot have a location (containers-registries.conf(5))"
@@ -328,22 +359,32 @@ fn parse_conf(file: &Path, text: &str) -> Result<Vec<Rule>> {
         }
         let mut mirrors = Vec::new();
         for m in e.mirror {
-            let digest_only = match m.pull_from_mirror.as_deref() {
-                None | Some("all") => e.mirror_by_digest_only,
-                Some("digest-only") => true,
-                // Tag-only mirrors serve tags; a digest pull skips them, which
-                // kiln (pinning by digest) would hardly ever use.
-                Some("tag-only") => false,
+            if m.pull_from_mirror.is_some() && e.mirror_by_digest_only {
+                return Err(at(
+                    "pull-from-mirror and mirror-by-digest-only cannot be combined (containers-registries.conf(5))"
+                        .into(),
+                ));
+            }
+            let (digest_only, tag_only) = match m.pull_from_mirror.as_deref() {
+                None | Some("all") => (e.mirror_by_digest_only, false),
+                Some("digest-only") => (true, false),
+                Some("tag-only") => (false, true),
                 Some(other) => {
                     return Err(at(format!(
                         "pull-from-mirror = \"{other}\": write \"all\", \"digest-only\" or \"tag-only\""
                     )));
                 }
             };
+            let location = bare(&m.location).to_string();
+            check_location(&location).map_err(|msg| at(format!("mirror location `{location}`: {msg}")))?;
+            if location.is_empty() {
+                return Err(at("a [[registry.mirror]] needs a location".into()));
+            }
             mirrors.push(Mirror {
                 insecure: m.insecure || m.location.starts_with("http://"),
-                location: bare(&m.location).to_string(),
+                location,
                 digest_only,
+                tag_only,
             });
         }
         rules.push(Rule {
@@ -375,15 +416,23 @@ fn parse_daemon_json(file: &Path, text: &str) -> Result<Option<Rule>> {
     if d.registry_mirrors.is_empty() {
         return Ok(None);
     }
-    let mirrors = d
-        .registry_mirrors
-        .iter()
-        .map(|u| Mirror {
+    let mut mirrors = Vec::new();
+    for u in &d.registry_mirrors {
+        let location = bare(u).to_string();
+        check_location(&location).map_err(|m| {
+            Error::invalid(
+                "daemon.json registry-mirrors",
+                file.display().to_string(),
+                format!("a mirror URL {m}; write e.g. https://mirror.example.com"),
+            )
+        })?;
+        mirrors.push(Mirror {
             insecure: u.starts_with("http://"),
-            location: bare(u).to_string(),
+            location,
             digest_only: false,
-        })
-        .collect();
+            tag_only: false,
+        });
+    }
     Ok(Some(Rule {
         prefix: "docker.io".into(),
         location: String::new(),
@@ -508,7 +557,7 @@ insecure = true
             ]
         );
         assert_eq!(ways(&m, "gcr.io/x/y:1"), ["gcr.io/x/y:1"]);
-        let (_d, m) = load(CONF, Some(r#"{"registry-mirrors": ["https://other"]}"#));
+        let (_d, m) = load(CONF, Some(r#"{"registry-mirrors": ["https://other.example"]}"#));
         assert!(ways(&m, "debian:12")[0].starts_with("127.0.0.1:5000/mirror/docker.io/"));
     }
 
@@ -528,6 +577,45 @@ insecure = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("daemon.json:1:"), "{e}");
+    }
+
+    #[test]
+    fn a_location_without_a_host_is_refused_not_sent_to_docker_hub() {
+        for conf in [
+            "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"regmirror/docker.io\"\n",
+            "[[registry]]\nprefix = \"quay.io\"\nlocation = \"internal/quay\"\n",
+            "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"u:p@m.example\"\n",
+            "[[registry]]\nprefix = \"a*.example.com\"\n",
+            "[[registry]]\nprefix = \"*.example.com/ns\"\n",
+        ] {
+            let (_d, m) = load(conf, None);
+            let e = m.endpoints(&RegistryRef::parse("docker.io/library/debian:12").unwrap());
+            assert!(e.is_err(), "{conf}");
+        }
+        let (_d, m) = load("", Some(r#"{"registry-mirrors": ["https://mirror"]}"#));
+        assert!(m.endpoints(&RegistryRef::parse("debian:12").unwrap()).is_err());
+    }
+
+    #[test]
+    fn wildcard_rules_use_their_mirrors_and_tag_only_mirrors_skip_digests() {
+        let conf = "[[registry]]\nprefix = \"*.corp.example\"\n[[registry.mirror]]\nlocation = \"m.example/corp\"\n\n\
+                    [[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"t.example\"\npull-from-mirror = \"tag-only\"\n";
+        let (_d, m) = load(conf, None);
+        assert_eq!(
+            ways(&m, "a.corp.example/team/app:1"),
+            ["m.example/corp/team/app:1 mirror", "a.corp.example/team/app:1"]
+        );
+        assert_eq!(ways(&m, "debian:12")[0], "t.example/library/debian:12 mirror");
+        let digest = "sha256:".to_string() + &"b".repeat(64);
+        assert_eq!(
+            ways(&m, &format!("debian@{digest}")),
+            [format!("docker.io/library/debian@{digest}")]
+        );
+        let (_d, m) = load(
+            "[[registry]]\nprefix = \"docker.io\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"t.example\"\npull-from-mirror = \"all\"\n",
+            None,
+        );
+        assert!(m.endpoints(&RegistryRef::parse("debian:12").unwrap()).is_err());
     }
 
     #[test]
