@@ -740,3 +740,58 @@ fn a_failing_writer_never_removes_a_concurrent_writers_new_layout() {
         validate(&out);
     }
 }
+
+#[test]
+fn command_line_credentials_never_go_to_a_mirror() {
+    // A mirror that asks everyone for Basic credentials: kiln must not
+    // answer with the ones given for docker.io on the command line.
+    let mirror = Evil::start(|_, _, _| {
+        Reply::Full(
+            401,
+            vec![("WWW-Authenticate", "Basic realm=\"mirror\"".to_string())],
+            b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"who are you\"}]}".to_vec(),
+        )
+    });
+    let sb = Sandbox::new();
+    let conf = sb.join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"docker.io\"\nblocked = true\n[[registry.mirror]]\nlocation = \"{}\"\n",
+            mirror.addr
+        ),
+    )
+    .unwrap();
+    let mut c = sb.kiln();
+    c.env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .args([
+            "pull",
+            "--username",
+            "hub-user",
+            "--password-stdin",
+            "docker.io/library/debian:12",
+            "--out",
+        ])
+        .arg(format!("oci:{}", sb.join("out").display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"hub-secret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", explain(&c, &out));
+    let seen = mirror.seen();
+    assert!(
+        seen.iter().any(|s| s.path.contains("/manifests/")),
+        "the mirror was asked: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.authorization.is_none()),
+        "credentials for docker.io went to the mirror: {seen:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("mirror {}/library/debian:12", mirror.addr)),
+        "{err}"
+    );
+}
