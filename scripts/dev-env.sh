@@ -43,6 +43,8 @@ install_packages() {
     command -v file >/dev/null || missing+=(file)
     command -v diffoscope >/dev/null || missing+=(diffoscope-minimal)
     command -v docker >/dev/null || missing+=(docker.io)
+    [ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
     if [ ${#missing[@]} -eq 0 ]; then
         say "packages: all present"
         return
@@ -52,6 +54,20 @@ install_packages() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$state/apt.log" 2>&1 ||
         { tail -20 "$state/apt.log" >&2; exit 1; }
+}
+
+# arm64 binaries and images run here under QEMU user emulation: the binfmt
+# handler is registered (idempotently) so the engine can run linux/arm64.
+enable_arm64_emulation() {
+    if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        say "binfmt: qemu-aarch64 registered"
+        return
+    fi
+    need_root "register the qemu-aarch64 binfmt handler"
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { say "binfmt: could not register qemu-aarch64"; exit 1; }
+    say "binfmt: qemu-aarch64 registered ($(grep -m1 flags /proc/sys/fs/binfmt_misc/qemu-aarch64))"
 }
 
 engine_up() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
@@ -308,6 +324,7 @@ stop_pid() {
 case "${1:-up}" in
 up)
     install_packages
+    enable_arm64_emulation
     start_engine
     start_registry
     ensure_builder

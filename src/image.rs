@@ -307,6 +307,32 @@ impl AnyImage {
 }
 
 impl ImageIndex {
+    /// A new OCI index over per-platform images: children ordered by
+    /// platform, no annotations or timestamps, canonical JSON, so the same
+    /// children always give the same index digest.
+    pub fn new(mut children: Vec<Image>) -> Result<Self> {
+        children.sort_by_key(|c| c.platform().to_string());
+        if let Some(w) = children.windows(2).find(|w| w[0].platform() == w[1].platform()) {
+            return Err(Error::invalid(
+                "platforms",
+                w[0].platform().to_string(),
+                "listed twice; an index holds one image per platform",
+            ));
+        }
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_TYPE_INDEX.into()),
+            manifests: children.iter().map(Image::manifest_descriptor).collect(),
+            annotations: Default::default(),
+        };
+        let bytes = canonical_json(&index);
+        ImageIndex::from_parts(
+            bytes,
+            oci::MEDIA_TYPE_INDEX.into(),
+            children.into_iter().map(AnyImage::Image).collect(),
+        )
+    }
+
     /// An index read from elsewhere, keeping its exact bytes. Checks that
     /// the children are the ones its descriptors name, in order.
     pub fn from_parts(bytes: Vec<u8>, media_type: String, children: Vec<AnyImage>) -> Result<Self> {

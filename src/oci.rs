@@ -101,6 +101,30 @@ impl Platform {
             && (want.variant.is_none() || self.variant == want.variant)
     }
 
+    /// The Rust target architecture for this platform (kiln builds amd64
+    /// and arm64).
+    pub fn rust_arch(&self) -> Result<&'static str> {
+        match self.architecture.as_str() {
+            "amd64" => Ok("x86_64"),
+            "arm64" => Ok("aarch64"),
+            other => Err(Error::invalid(
+                "platform",
+                self.to_string(),
+                format!("kiln builds linux/amd64 and linux/arm64; {other} has no recipe target yet"),
+            )),
+        }
+    }
+
+    /// The platform as image indexes name it: arm64 is arm64/v8, the
+    /// variant containerd and Docker write.
+    pub fn normalized(&self) -> Self {
+        let mut p = self.clone();
+        if p.architecture == "arm64" && p.variant.is_none() {
+            p.variant = Some("v8".into());
+        }
+        p
+    }
+
     /// The platform of the machine kiln runs on.
     pub fn host() -> Self {
         let arch = match std::env::consts::ARCH {

@@ -322,9 +322,10 @@ async fn run(
         .and_then(|v| v.umask.clone())
         .unwrap_or_else(|| "022".into());
     let script = format!(
-        "set -e\numask {umask}\ncargo {}\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+        "set -e\numask {umask}\n{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
          if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
+        target_setup(&plan.target),
         plan.build_args().join(" "),
         plan.target,
         plan.profile_dir(),
@@ -388,6 +389,45 @@ async fn run(
     super::artifacts_from_tar(&tar_bytes, &plan.bin)
 }
 
+/// Shell lines that fit the builder to the target before cargo runs (in
+/// both phases, so the fetch brings what the build needs): a target whose
+/// std the toolchain lacks is built from rust-src with `-Zbuild-std`
+/// (RUSTC_BOOTSTRAP inside the builder only; its dependencies are fetched
+/// like any crate); an aarch64 target on another machine links with the
+/// cross gcc; a musl std built here links with musl-gcc, statically,
+/// against the builder's /usr/local/lib/kiln-musl/libunwind.a. Sets
+/// KILN_BUILD_STD for cargo's command line.
+fn target_setup(target: &str) -> String {
+    format!(
+        r#"T={target}
+KILN_BUILD_STD=
+sysroot=$(rustc --print sysroot)
+if [ ! -d "$sysroot/lib/rustlib/$T/lib" ]; then
+  if [ -f "$sysroot/lib/rustlib/src/rust/library/Cargo.lock" ]; then
+    export RUSTC_BOOTSTRAP=1
+    KILN_BUILD_STD=-Zbuild-std=std,panic_abort
+  else
+    echo "kiln: the builder has no Rust standard library for $T: use a builder with that target installed (rustup target add $T) or with rust-src to build it" >&2
+    exit 3
+  fi
+fi
+case "$T" in
+  aarch64-unknown-linux-gnu)
+    if [ "$(uname -m)" != aarch64 ]; then
+      export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+    fi ;;
+  x86_64-unknown-linux-musl)
+    if [ -n "$KILN_BUILD_STD" ] && command -v musl-gcc >/dev/null; then
+      export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc CC_x86_64_unknown_linux_musl=musl-gcc
+      us=$(printf '')
+      CARGO_ENCODED_RUSTFLAGS="${{CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$us}}-Clink-self-contained=no$us-Crelocation-model=static$us-Lnative=/usr/local/lib/kiln-musl"
+      export CARGO_ENCODED_RUSTFLAGS
+    fi ;;
+esac
+"#
+    )
+}
+
 /// The fetch phase: `cargo fetch --locked` with network into the cargo-home volume.
 async fn fetch(
     docker: &Docker,
@@ -408,7 +448,16 @@ async fn fetch(
     }
     // Proxies the user's environment names are part of the network, not the build.
     env.extend(plan.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
-    let fetch_cmd = plan.fetch_args(&format!("{}/Cargo.toml", plan.src_dir()));
+    let fetch_args = plan.fetch_args(&format!("{}/Cargo.toml", plan.src_dir()));
+    let fetch_cmd = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "set -e\n{}exec {} $KILN_BUILD_STD\n",
+            target_setup(&plan.target),
+            fetch_args.join(" ")
+        ),
+    ];
     let sp = progress.spinner("fetching dependencies (network on)");
     let fetch = Phase {
         name: "fetch",

@@ -161,6 +161,11 @@ pub struct BuildRequest {
     /// A CA bundle from the user's side (flag or environment), for the fetch
     /// phase; overrides `[build] ca_bundle`.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// `--platform`, repeatable (empty: `[build] platforms`, else the host's).
+    pub platforms: Vec<Platform>,
+    /// The one platform a [`build`] call makes (None: the host's); set by
+    /// [`build_all`] for each platform.
+    pub platform: Option<Platform>,
 }
 
 /// What a build produced.
@@ -211,7 +216,53 @@ pub fn cache_key(plan: &Plan, source: &Tree) -> Result<Digest> {
     Ok(h.finish().1)
 }
 
-/// Runs a whole build and returns the image (not yet scanned or written).
+/// What a build of every platform produced.
+#[derive(Debug)]
+pub struct BuildAll {
+    /// One image, or (several platforms) an index over one image each.
+    pub image: crate::image::AnyImage,
+    /// Each platform's build, ordered by platform.
+    pub builds: Vec<BuildResult>,
+}
+
+impl BuildAll {
+    /// The lock state over every platform's pinning.
+    pub fn lock_state(&self) -> LockState {
+        let states: Vec<LockState> = self.builds.iter().map(|b| b.lock_state).collect();
+        [LockState::Created, LockState::Updated, LockState::Unchanged]
+            .into_iter()
+            .find(|s| states.contains(s))
+            .unwrap_or(LockState::None)
+    }
+}
+
+/// Builds every platform the request or kiln.toml names (one fetch: the
+/// cargo-home volume and its marker are shared; one target volume, so
+/// build scripts and proc macros compile once), then puts several
+/// platforms under one index.
+pub fn build_all(ctx: &Context, req: &BuildRequest) -> Result<BuildAll> {
+    let platforms = resolve::platforms(req)?;
+    let mut builds = Vec::new();
+    for p in &platforms {
+        let one = BuildRequest {
+            platform: Some(p.clone()),
+            ..req.clone()
+        };
+        builds.push(build(ctx, &one)?);
+    }
+    let image = if builds.len() == 1 {
+        crate::image::AnyImage::Image(builds[0].image.clone())
+    } else {
+        crate::image::AnyImage::Index(crate::image::ImageIndex::new(
+            builds.iter().map(|b| b.image.clone()).collect(),
+        )?)
+    };
+    builds.sort_by_key(|b| b.image.platform().to_string());
+    Ok(BuildAll { image, builds })
+}
+
+/// Runs a whole build of one platform and returns the image (not yet
+/// scanned or written).
 pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
     let progress = &ctx.progress;
     let mut timings = Vec::new();
@@ -305,7 +356,7 @@ pub fn assemble_image(ctx: &Context, plan: &Plan, artifacts: &Artifacts) -> Resu
     if im.tmp {
         extra.add_dir("/tmp", 0o1777, "recipe")?;
     }
-    let mut spec = AssembleSpec::new(Platform::host());
+    let mut spec = AssembleSpec::new(plan.platform.clone());
     spec.base = match (&im.base_digest, ImageRef::parse(&im.base)?) {
         (Some(d), ImageRef::Registry(mut r)) => {
             r.digest = Some(d.clone());

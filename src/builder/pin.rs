@@ -102,7 +102,9 @@ pub fn pin(ctx: &Context, plan: &mut Plan, builder_ref: Option<&str>, locked: bo
     let lock_path = plan.project.join("kiln.lock");
     let existing = Lock::load(&lock_path)?;
     let mut lock = existing.clone().unwrap_or_default();
+    // The builder runs here; the base is the image's platform's.
     let platform = Platform::host();
+    let image_platform = plan.platform.clone();
     if let Some(r) = builder_ref {
         let digest = pin_one(ctx, &mut lock, "builder", r, &platform, locked, update, &lock_path).map_err(|e| {
             match &plan.builder_origin {
@@ -127,7 +129,14 @@ pub fn pin(ctx: &Context, plan: &mut Plan, builder_ref: Option<&str>, locked: bo
     let base_is_registry = matches!(ImageRef::parse(&base), Ok(ImageRef::Registry(_)));
     if base_is_registry {
         plan.image.base_digest = Some(pin_one(
-            ctx, &mut lock, "base", &base, &platform, locked, update, &lock_path,
+            ctx,
+            &mut lock,
+            "base",
+            &base,
+            &image_platform,
+            locked,
+            update,
+            &lock_path,
         )?);
     }
     // Pins no longer used go away, so the lock says exactly what the build uses.

@@ -68,6 +68,8 @@ pub struct Inputs {
     pub features: Vec<String>,
     pub no_default_features: bool,
     pub profile: String,
+    /// The image's platform (its target follows from it and the recipe).
+    pub platform: crate::oci::Platform,
     pub target: String,
     pub rustflags: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -244,10 +246,10 @@ impl Plan {
     /// Name of the target-dir cache volume: per builder and project identity,
     /// shared by every checkout of the project.
     pub fn target_volume(&self, pinned: &PinnedImage) -> String {
-        let key = format!(
-            "{}|{}|{}|{}",
-            pinned.digest, self.package_name, self.target, self.profile
-        );
+        // Not keyed by target: cargo keeps each target's output apart
+        // (target/<triple>/), and the host-side build scripts and proc
+        // macros compile once for every platform.
+        let key = format!("{}|{}|{}", pinned.digest, self.package_name, self.profile);
         format!(
             "kiln-target-{}{}",
             &Digest::of(key.as_bytes()).hex()[..16],

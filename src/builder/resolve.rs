@@ -9,6 +9,7 @@ use super::plan::{ImagePlan, Inputs, Plan, confine, git_timestamp};
 use super::{Backend, BuildRequest, host, project};
 use crate::config::recipe::{self, Recipe};
 use crate::config::{ImageSection, KilnToml, PortValue, Source};
+use crate::oci::Platform;
 use crate::reference::ImageRef;
 use crate::settings::{Port, Signal, User};
 use crate::{Error, Result};
@@ -104,9 +105,22 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     let profile = spanned_str(&cfg.build.profile)
         .map(|p| p.0)
         .unwrap_or_else(|| "release".into());
+    let platform = req.platform.clone().unwrap_or_else(Platform::host).normalized();
     let target = match spanned_str(&cfg.build.target) {
+        Some((_, span)) if cfg.build.platforms.len() > 1 || req.platforms.len() > 1 => {
+            return Err(at(
+                span,
+                "target names one triple but several platforms are built; remove target (each platform's comes from the recipe)"
+                    .into(),
+            ));
+        }
         Some((t, span)) => {
-            if t.split('-').count() < 3 || t.contains(char::is_whitespace) {
+            // It reaches the builder's shell script: a triple's characters only.
+            if t.split('-').count() < 3
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+            {
                 return Err(at(
                     span,
                     format!("`{t}` is not a target triple; e.g. x86_64-unknown-linux-gnu"),
@@ -114,7 +128,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             }
             t
         }
-        None => recipe.target.clone(),
+        None => recipe.target(&platform)?,
     };
     let mut rustflags = recipe.rustflags.clone();
     rustflags.extend(cfg.build.rustflags.iter().cloned());
@@ -192,6 +206,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
             features: cfg.build.features.clone(),
             no_default_features: cfg.build.no_default_features,
             profile,
+            platform,
             target,
             rustflags,
             env,
@@ -220,6 +235,40 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         }),
     };
     Ok((plan, builder_ref))
+}
+
+/// The platforms to build: `--platform` flags, else `[build] platforms`,
+/// else the host's; normalized (arm64 is arm64/v8), sorted, each once.
+pub fn platforms(req: &BuildRequest) -> Result<Vec<Platform>> {
+    let mut out: Vec<Platform> = if !req.platforms.is_empty() {
+        req.platforms.clone()
+    } else {
+        let toml_path = req.project.join("kiln.toml");
+        let (cfg, text) = KilnToml::load(&toml_path)?;
+        let src = Source {
+            file: &toml_path,
+            text: &text,
+        };
+        let mut v = Vec::new();
+        for p in &cfg.build.platforms {
+            let parsed = Platform::parse(p.get_ref()).map_err(|e| Error::Config(src.error(p.span(), e.to_string())))?;
+            parsed
+                .rust_arch()
+                .map_err(|e| Error::Config(src.error(p.span(), e.to_string())))?;
+            v.push(parsed);
+        }
+        if v.is_empty() {
+            v.push(Platform::host());
+        }
+        v
+    };
+    for p in &out {
+        p.rust_arch()?;
+    }
+    out = out.into_iter().map(|p| p.normalized()).collect();
+    out.sort_by_key(|p| p.to_string());
+    out.dedup();
+    Ok(out)
 }
 
 /// A `.git` at or below `path`, if any.

@@ -62,6 +62,22 @@ pub struct Args {
     /// Stream the compiler's whole output to stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Build for this platform (linux/amd64, linux/arm64); repeatable: one
+    /// image each under one index [default: [build] platforms, else the host's].
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platforms: Vec<String>,
+}
+
+/// One platform's image in `kiln build --json`.
+#[derive(serde::Serialize)]
+struct PlatformReport<'a> {
+    platform: String,
+    digest: String,
+    config: String,
+    size: u64,
+    target: &'a str,
+    cache: &'static str,
+    scan: kiln::scan::Report,
 }
 
 /// What `kiln build --json` prints.
@@ -82,6 +98,8 @@ struct Report<'a> {
     timings: std::collections::BTreeMap<&'static str, f64>,
     seconds: f64,
     scan: &'a kiln::scan::Report,
+    /// Each platform (one entry for a single-platform build).
+    platforms: Vec<PlatformReport<'a>>,
 }
 
 pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
@@ -116,11 +134,18 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         variation: None,
         proxy_env: ctx.proxy_env.clone(),
         ca_bundle: a.ca_bundle.or_else(|| ctx.ca_bundle.clone()),
+        platforms: a
+            .platforms
+            .iter()
+            .map(|p| kiln::oci::Platform::parse(p))
+            .collect::<Result<_, _>>()?,
+        platform: None,
     };
     // Outputs are opened before the build, so a bad --out costs nothing.
     // With only pushes, the default local output is written too.
     let explicit = Outputs::open(ctx, &outs)?;
-    let r = builder::build(ctx, &req)?;
+    let all = builder::build_all(ctx, &req)?;
+    let r = &all.builds[0];
     let outputs = if outs.iter().all(|o| matches!(o, ImageRef::Registry(_))) {
         outs.insert(0, builder::default_out(&req.project, &r.plan.package_version));
         Outputs::open(ctx, &outs)?
@@ -129,10 +154,16 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
     };
     let mut timings: std::collections::BTreeMap<&'static str, f64> = r.timings.iter().cloned().collect();
 
-    // Will it start? A failing image is not written or pushed.
+    // Will it start? Every platform's image is scanned; a failing one is
+    // not written or pushed.
     let t = std::time::Instant::now();
-    let scan = kiln::scan::scan(&r.image, kiln::scan::Options::default())?;
+    let mut scans = Vec::new();
+    for b in &all.builds {
+        scans.push(kiln::scan::scan(&b.image, kiln::scan::Options::default())?);
+    }
     timings.insert("scan", t.elapsed().as_secs_f64());
+    let failing = scans.iter().position(|s| s.failed());
+    let scan = &scans[failing.unwrap_or(0)];
     if scan.failed() && !a.allow_scan_failures {
         let count = scan
             .findings
@@ -146,13 +177,18 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
                 scan: &'a kiln::scan::Report,
                 written: bool,
             }
-            let refused = Refused {
-                scan: &scan,
-                written: false,
-            };
+            let refused = Refused { scan, written: false };
             outln!("{}", serde_json::to_string_pretty(&refused)?);
         } else {
-            super::scan::print_report("the built image", &scan, false, true);
+            let what = if all.builds.len() > 1 {
+                format!(
+                    "the built image for {}",
+                    all.builds[failing.unwrap_or(0)].image.platform()
+                )
+            } else {
+                "the built image".to_string()
+            };
+            super::scan::print_report(&what, scan, false, true);
         }
         eprintln!(
             "kiln: {count} scan error(s): the image would not start, so nothing was written or pushed; fix them, or pass --allow-scan-failures"
@@ -160,17 +196,33 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         return Ok(1);
     }
     let t = std::time::Instant::now();
-    outputs.put(&r.image)?;
+    outputs.put_any(&all.image)?;
     timings.insert("write", t.elapsed().as_secs_f64());
 
-    let digest = r.image.digest().to_string();
+    let digest = all.image.digest().to_string();
+    let size: u64 = all.builds.iter().map(|b| b.image.total_size()).sum();
+    let cache_hit = all.builds.iter().all(|b| b.cache_hit);
     if json {
+        let platforms = all
+            .builds
+            .iter()
+            .zip(scans.iter())
+            .map(|(b, s)| PlatformReport {
+                platform: b.image.platform().to_string(),
+                digest: b.image.digest().to_string(),
+                config: b.image.manifest().config.digest.to_string(),
+                size: b.image.total_size(),
+                target: &b.plan.target,
+                cache: if b.cache_hit { "hit" } else { "miss" },
+                scan: s.clone(),
+            })
+            .collect();
         let report = Report {
             digest,
             config: r.image.manifest().config.digest.to_string(),
-            size: r.image.total_size(),
-            cache: if r.cache_hit { "hit" } else { "miss" },
-            lock: r.lock_state,
+            size,
+            cache: if cache_hit { "hit" } else { "miss" },
+            lock: all.lock_state(),
             backend: r.plan.backend,
             builder: &r.plan.builder,
             toolchain: &r.toolchain,
@@ -180,7 +232,8 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             outputs: outputs.refs().iter().map(|o| o.to_string()).collect(),
             timings,
             seconds: started.elapsed().as_secs_f64(),
-            scan: &scan,
+            scan,
+            platforms,
         };
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -193,23 +246,31 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
                 r.toolchain
             ));
         }
-        match r.lock_state {
+        match all.lock_state() {
             LockState::Created => eprintln!("kiln.lock: created (commit it)"),
             LockState::Updated => eprintln!("kiln.lock: updated (commit it)"),
             _ => {}
         }
-        if !scan.findings.is_empty() {
-            super::scan::print_report("scan", &scan, quiet, true);
+        for (b, s) in all.builds.iter().zip(&scans) {
+            if !s.findings.is_empty() {
+                let what = if all.builds.len() > 1 {
+                    format!("scan {}", b.image.platform())
+                } else {
+                    "scan".to_string()
+                };
+                super::scan::print_report(&what, s, quiet, true);
+            }
         }
-        if r.cache_hit {
+        if all.builds.len() > 1 {
+            for b in &all.builds {
+                eprintln!("  {}  {}  ({})", b.image.platform(), b.image.digest(), b.plan.target);
+            }
+        }
+        if cache_hit {
             eprintln!("cache: identical inputs were built before; reused without running the builder");
         }
         for o in outputs.refs() {
-            eprintln!(
-                "wrote {o} ({} bytes, {:.1}s)",
-                r.image.total_size(),
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("wrote {o} ({} bytes, {:.1}s)", size, started.elapsed().as_secs_f64());
         }
     }
     Ok(0)

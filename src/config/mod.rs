@@ -92,8 +92,12 @@ pub struct BuildSection {
     pub no_default_features: bool,
     /// Cargo profile (default `release`).
     pub profile: Option<Spanned<String>>,
-    /// Rust target triple (default from the recipe).
+    /// Rust target triple (default from the recipe and the platform).
     pub target: Option<Spanned<String>>,
+    /// Platforms to build (`linux/amd64`, `linux/arm64`): one image each,
+    /// under one index (default: the host's).
+    #[serde(default)]
+    pub platforms: Vec<Spanned<String>>,
     /// Extra RUSTFLAGS, appended to the recipe's and kiln's own.
     #[serde(default)]
     pub rustflags: Vec<String>,

@@ -17,7 +17,8 @@ pub struct Recipe {
     pub description: String,
     /// `scratch` or an image reference (pinned by digest in kiln.lock).
     pub base: String,
-    pub target: String,
+    /// The C library: `gnu` or `musl`; the target is `<arch>-unknown-linux-<libc>`.
+    pub libc: String,
     pub rustflags: Vec<String>,
     pub user: String,
     /// Add /etc/passwd and /etc/group naming the non-root user.
@@ -38,7 +39,15 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("distroless-cc", include_str!("../../recipes/distroless-cc.toml")),
     ("debian-slim", include_str!("../../recipes/debian-slim.toml")),
+    ("scratch-musl", include_str!("../../recipes/scratch-musl.toml")),
 ];
+
+impl Recipe {
+    /// The Rust target triple for `platform`.
+    pub fn target(&self, platform: &crate::oci::Platform) -> Result<String> {
+        Ok(format!("{}-unknown-linux-{}", platform.rust_arch()?, self.libc))
+    }
+}
 
 /// Names of the built-in recipes.
 pub fn names() -> Vec<&'static str> {
@@ -68,6 +77,7 @@ mod tests {
             let r = super::get(n).unwrap();
             assert_eq!(r.name, n);
             assert!(r.bin_dir.starts_with('/'));
+            assert!(["gnu", "musl"].contains(&r.libc.as_str()), "{n}");
         }
         assert!(super::get("alpine").unwrap_err().to_string().contains("scratch-static"));
     }

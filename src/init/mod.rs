@@ -738,8 +738,9 @@ fn from_dockerfile(p: &Project, req: &Request, d: &Dockerfile, df: &str, v: &mut
         .and_then(|(_, _, _, src, _)| cargo_output(src))
         .and_then(|(t, _)| t);
     let target = cargo.target.clone().or(copy_triple);
+    let recipe_target = recipe.target(&crate::oci::Platform::host()).unwrap_or_default();
     if let Some(t) = &target
-        && *t != recipe.target
+        && *t != recipe_target
     {
         v.target = Some(t.clone());
         from_cargo_line(v, "target");
@@ -1385,7 +1386,10 @@ fn render(p: &Project, v: &Values, source: &str) -> String {
     let recipe_name = v.recipe.clone().unwrap_or_else(|| "scratch-static".into());
     let recipe = recipe::get(&recipe_name).ok();
     let recipe_base = recipe.as_ref().map(|r| r.base.clone()).unwrap_or_default();
-    let recipe_target = recipe.as_ref().map(|r| r.target.clone()).unwrap_or_default();
+    let recipe_target = recipe
+        .as_ref()
+        .and_then(|r| r.target(&crate::oci::Platform::host()).ok())
+        .unwrap_or_default();
     let bin = v
         .bin
         .clone()

@@ -187,6 +187,13 @@ impl Sink for LayoutSink {
             Ok(image.manifest_descriptor())
         })
     }
+
+    fn put_any(&self, what: &AnyImage) -> Result<()> {
+        match what {
+            AnyImage::Image(i) => self.put(i),
+            AnyImage::Index(ix) => self.put_index(ix),
+        }
+    }
 }
 
 fn put_any(dir: &Path, a: &AnyImage, created: &Created) -> Result<()> {

@@ -26,8 +26,20 @@ mount -t proc proc "$root/proc"
 # Packages come from the recipe's list so the cache key (a hash of this folder) covers them.
 mapfile -t pkgs < <(grep -v '^#' "$here/packages.txt" | grep -v '^$')
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends ${pkgs[*]} && apt-get clean" \
+    sh -c "dpkg --add-architecture arm64 && apt-get update -qq && apt-get install -y -qq --no-install-recommends ${pkgs[*]} && apt-get clean" \
     >"$root.apt.log" 2>&1 || { tail -30 "$root.apt.log" >&2; exit 1; }
+# musl's unwinder for -Zbuild-std: libgcc_eh (from gcc, built for glibc)
+# plus _dl_find_object answered through musl's dl_iterate_phdr (dlfo.c),
+# as the libunwind.a that std's unwind crate links for musl targets.
+cp "$here/dlfo.c" "$root/tmp/dlfo.c"
+chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -ec '
+    d=/usr/local/lib/kiln-musl; mkdir -p $d /tmp/eh; cd /tmp/eh
+    ar x "$(gcc -print-file-name=libgcc_eh.a)"
+    musl-gcc -O2 -fPIC -c /tmp/dlfo.c -o dlfo.o
+    ar rcs $d/libunwind.a *.o
+    cd / && rm -rf /tmp/eh /tmp/dlfo.c'
+test -f "$root/usr/local/lib/kiln-musl/libunwind.a" || { echo "builder has no musl unwinder" >&2; exit 1; }
+test -d "$root/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib" || { echo "builder has no aarch64 std" >&2; exit 1; }
 cleanup
 trap - EXIT
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/* "$root"/tmp/*

@@ -1,0 +1,197 @@
+//! Multi-platform images and musl, through the real binary, engine and
+//! registry: examples/hello-http as a linux/amd64 + linux/arm64/v8 index
+//! cross-compiled in the one pinned builder (no QEMU to build), both
+//! binaries executed (arm64 under the dev-env's qemu binfmt handler) and
+//! the index digest identical across rebuilds; and a scratch-musl image
+//! whose binary is static musl, runs from scratch and rebuilds the same.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn checkout(name: &str, dest: &Path) -> PathBuf {
+    copy_project(&repo().join("examples").join(name), dest)
+}
+
+/// The binary at `path` in `image` (a registry reference) for `platform`,
+/// copied out through the engine.
+fn binary_of(engine: &mut EngineObjects, image: &str, platform: &str, path: &str, dest: &Path) {
+    ok(Command::new("docker").args(["pull", "-q", "--platform", platform, image]));
+    let name = engine.container(unique("kiln-test-plat"));
+    ok(Command::new("docker").args(["create", "--platform", platform, "--name", &name, image]));
+    ok(Command::new("docker").args(["cp", &format!("{name}:{path}")]).arg(dest));
+}
+
+fn file_says(path: &Path) -> String {
+    stdout(&ok(Command::new("file").arg("-b").arg(path)))
+}
+
+#[test]
+fn hello_http_as_a_two_platform_index_runs_on_both_and_rebuilds_identically() {
+    require_engine();
+    assert!(
+        Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
+        "no qemu-aarch64 binfmt handler: run scripts/dev-env.sh up"
+    );
+    let sb = Sandbox::new();
+    let project = checkout("hello-http", &sb.join("hello-http"));
+    // The platforms in kiln.toml, as a project would keep them.
+    let toml = std::fs::read_to_string(project.join("kiln.toml")).unwrap();
+    std::fs::write(
+        project.join("kiln.toml"),
+        format!("[build]\nplatforms = [\"linux/arm64\", \"linux/amd64\"]\n{toml}"),
+    )
+    .unwrap();
+    let layout = sb.join("layout");
+    let out = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--out"])
+        .arg(format!("oci:{}:1", layout.display())));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let targets: Vec<&str> = r["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]);
+
+    // An OCI index with both children, as an independent tool reads it.
+    let raw = stdout(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:1", layout.display()))));
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            let mut s = format!("{}/{}", p["os"].as_str().unwrap(), p["architecture"].as_str().unwrap());
+            if let Some(v) = p["variant"].as_str() {
+                s.push_str(&format!("/{v}"));
+            }
+            s
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+    assert_eq!(
+        r["digest"].as_str().unwrap(),
+        format!("sha256:{}", sha256_hex(raw.as_bytes()))
+    );
+
+    // Through the registry, both run: amd64 natively, arm64 under QEMU.
+    let pushed = format!("{}/{}:1", dev_env()["KILN_REGISTRY"], unique("kiln-test/multi"));
+    ok(sb
+        .kiln()
+        .args(["push", "--quiet"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(&pushed));
+    let mut engine = EngineObjects::new();
+    engine.image(pushed.clone());
+    for (platform, arch_word) in [("linux/amd64", "x86-64"), ("linux/arm64", "ARM aarch64")] {
+        let bin = sb.join(format!("hello-{}", platform.replace('/', "-")));
+        binary_of(&mut engine, &pushed, platform, "/usr/local/bin/hello-http", &bin);
+        let said = file_says(&bin);
+        assert!(
+            // glibc's crt-static is static-pie on x86_64; either way no interpreter.
+            said.contains(arch_word) && (said.contains("statically linked") || said.contains("static-pie linked")),
+            "{platform}: {said}"
+        );
+        let run = ok(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--platform",
+            platform,
+            &pushed,
+            "/usr/local/bin/hello-http",
+            "--once",
+        ]));
+        assert_eq!(stdout(&run).trim(), "hello from kiln", "{platform}");
+    }
+    // The engine's copy is the host's platform (docker-daemon: loads one).
+    let local = engine.image(format!("{}:1", unique("kiln-test/multi-local")));
+    ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--quiet", "--out"])
+        .arg(format!("docker-daemon:{local}")));
+    let arch = stdout(&ok(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}}",
+        &local,
+    ])));
+    assert_eq!(arch.trim(), "amd64");
+
+    // Two cold rebuilds under variation give the same index.
+    let v = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["verify", "--json", "--rebuilds", "2", "--vary", "env,path,hostname"]));
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+    for b in v["builds"].as_array().unwrap() {
+        assert_eq!(b["digest"], r["digest"], "{v}");
+    }
+}
+
+#[test]
+fn scratch_musl_is_a_static_musl_binary_that_runs_from_scratch_and_rebuilds_identically() {
+    require_engine();
+    let sb = Sandbox::new();
+    let project = checkout("hello-http", &sb.join("musl"));
+    let toml = std::fs::read_to_string(project.join("kiln.toml")).unwrap();
+    std::fs::write(
+        project.join("kiln.toml"),
+        toml.replace("recipe = \"scratch-static\"", "recipe = \"scratch-musl\""),
+    )
+    .unwrap();
+    let mut engine = EngineObjects::new();
+    let image = engine.image(format!("{}:1", unique("kiln-test/musl")));
+    let out = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--out"])
+        .arg(format!("docker-daemon:{image}")));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["platforms"][0]["target"], "x86_64-unknown-linux-musl");
+    assert_eq!(r["scan"]["findings"].as_array().map(|f| f.len()), Some(0), "{r}");
+    let bin = sb.join("hello-musl");
+    let name = engine.container(unique("kiln-test-musl"));
+    ok(Command::new("docker").args(["create", "--name", &name, &image]));
+    ok(Command::new("docker")
+        .args(["cp", &format!("{name}:/usr/local/bin/hello-http")])
+        .arg(&bin));
+    let said = file_says(&bin);
+    assert!(
+        said.contains("statically linked") && !said.contains("interpreter"),
+        "{said}"
+    );
+    // musl's own marker: glibc's static binaries carry GNU version strings, musl's do not.
+    let bytes = std::fs::read(&bin).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"GLIBC_"),
+        "a glibc symbol version in a musl binary"
+    );
+    let run = ok(Command::new("docker").args(["run", "--rm", &image, "--once"]));
+    assert_eq!(stdout(&run).trim(), "hello from kiln");
+    let v = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["verify", "--json", "--rebuilds", "2", "--vary", "path,env"]));
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["identical"], true, "{v}");
+    assert_eq!(v["builds"][0]["digest"], r["digest"], "{v}");
+}
