@@ -175,6 +175,29 @@ ensure_base() {
     printf '%s' "$ref"
 }
 
+# The arm64 twin of a base (Debian's arm64 .debs, assembled by kiln for
+# linux/arm64/v8) and an index over both: kiln-test/NAME-multi:RECIPE-HASH.
+ensure_multi_base() {
+    local name=$1 amd64_ref=$2 key ref arm_ref
+    key=$(recipe_hash "$name")
+    arm_ref="$registry_addr/kiln-test/$name-arm64:$key"
+    ref="$registry_addr/kiln-test/$name-multi:$key"
+    if curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$registry_addr/v2/kiln-test/$name-multi/manifests/$key" 2>/dev/null; then
+        say "base: $ref is current"
+    else
+        say "base: building $name for arm64 from Debian's arm64 packages"
+        (cd "$repo" && cargo build --release --locked --quiet)
+        local tmp
+        tmp=$(mktemp -d)
+        KILN_BASE_ARCH=arm64 "$repo/base-images/test/build-base.sh" "$repo/base-images/test/$name" "$repo/target/release/kiln" "oci:$tmp/layout:arm64" >/dev/null
+        "$repo/target/release/kiln" push --quiet "oci:$tmp/layout:arm64" "$arm_ref" >/dev/null
+        "$repo/target/release/kiln" index --quiet "$amd64_ref" "$arm_ref" --out "$ref" >/dev/null
+        rm -rf "$tmp"
+        say "base: pushed $ref (linux/amd64 + linux/arm64/v8)"
+    fi
+    printf '%s' "$ref"
+}
+
 # An image made from Debian packages by a script (docker import of a root
 # filesystem), pushed as kiln-test/NAME:RECIPE-HASH.
 ensure_imported() {
@@ -225,8 +248,8 @@ publish_mirror() {
         "$builder_ref docker.io/library/rust:${rustc%.*}-slim-bookworm"
         "$chef_ref docker.io/lukemathwalker/cargo-chef:latest-rust-${rustc%.*}-slim-bookworm"
         "$debian_slim docker.io/library/debian:bookworm-slim"
-        "$cc_base gcr.io/distroless/cc-debian12:nonroot"
-        "$cc_base gcr.io/distroless/cc-debian12:latest"
+        "$cc_multi gcr.io/distroless/cc-debian12:nonroot"
+        "$cc_multi gcr.io/distroless/cc-debian12:latest"
     )
     if [ "${rustc%.*}" != "$default" ]; then
         say "mirror: WARNING the builder has rustc $rustc but kiln's default is $default; publishing it as rust:$default-slim-bookworm too so the zero-config path runs; update DEFAULT_RUST_VERSION in src/builder/toolchain.rs"
@@ -236,7 +259,7 @@ publish_mirror() {
     for p in "${pairs[@]}"; do
         src=${p%% *}
         name=${p#* }
-        skopeo copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
+        skopeo copy -q --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
             "docker://$src" "docker://$registry_addr/mirror/$name" >"$state/mirror.log" 2>&1 ||
             { tail -20 "$state/mirror.log" >&2; exit 1; }
     done
@@ -294,6 +317,7 @@ KILN_TEST_BUILDER_PINNED=$registry_addr/kiln-test/rust-builder@$builder_digest
 KILN_TEST_CC_BASE=$cc_base
 KILN_TEST_BULLSEYE_BASE=$bullseye_base
 KILN_TEST_NOSSL_BASE=$nossl_base
+KILN_TEST_CC_MULTI=$cc_multi
 KILN_TEST_DEBIAN_SLIM=$debian_slim
 KILN_TEST_CHEF=$chef_ref
 KILN_MIRROR_RUSTC=$mirror_rust
@@ -329,6 +353,7 @@ up)
     start_registry
     ensure_builder
     cc_base=$(ensure_base cc-base)
+    cc_multi=$(ensure_multi_base cc-base "$cc_base")
     bullseye_base=$(ensure_base bullseye-cc-base)
     nossl_base=$(ensure_base cc-nossl-base)
     debian_slim=$(ensure_imported debian-slim)

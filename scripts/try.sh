@@ -62,6 +62,13 @@ echo "GET / -> ${reply:-no answer}" >&2
 [ "${reply:-}" = "hello from kiln" ] || { docker logs "$container" >&2; exit 1; }
 echo "runs as user $(docker inspect --format '{{.Config.User}}' "$pushed"); image size $(docker image inspect --format '{{.Size}}' "$pushed") bytes" >&2
 
+step "kiln build --platform linux/amd64 --platform linux/arm64: one index, cross-compiled in the same builder; the arm64 image runs under QEMU"
+"$kiln" build --quiet --platform linux/amd64 --platform linux/arm64 --out "oci:target/kiln/multi:latest" >/dev/null
+"$kiln" inspect oci:target/kiln/multi:latest | sed -n 1,4p >&2
+"$kiln" push --quiet oci:target/kiln/multi:latest "$KILN_REGISTRY/kiln-try/hello-http:multi" >/dev/null
+docker pull -q --platform linux/arm64 "$KILN_REGISTRY/kiln-try/hello-http:multi" >/dev/null
+echo "arm64: $(docker run --rm --platform linux/arm64 "$KILN_REGISTRY/kiln-try/hello-http:multi" /usr/local/bin/hello-http --once)" >&2
+
 step "kiln init --from-dockerfile: a multi-stage Dockerfile (static binary on scratch) carried over to kiln.toml"
 fx=$(mktemp -d)
 cp -r ../../tests/fixtures/dockerfiles/app/. "$fx/"

@@ -296,7 +296,52 @@ pub enum AnyImage {
     Index(ImageIndex),
 }
 
+/// The images of `a` and `b` to compare: the images themselves, or an
+/// index's children paired by platform (a platform only one side has is an
+/// error that names it).
+pub fn pair_by_platform<'a>(a: &'a AnyImage, b: &'a AnyImage) -> Result<Vec<(Option<String>, &'a Image, &'a Image)>> {
+    let (ca, cb) = (a.images(), b.images());
+    if let ([x], [y]) = (ca.as_slice(), cb.as_slice()) {
+        return Ok(vec![(None, *x, *y)]);
+    }
+    let mut out = Vec::new();
+    for x in &ca {
+        let p = x.platform();
+        let y = cb.iter().find(|y| y.platform() == p).ok_or_else(|| {
+            Error::invalid(
+                "platforms",
+                p.to_string(),
+                "only one of the compared images has this platform; build the same platforms",
+            )
+        })?;
+        out.push((Some(p.to_string()), *x, *y));
+    }
+    if let Some(y) = cb.iter().find(|y| !ca.iter().any(|x| x.platform() == y.platform())) {
+        return Err(Error::invalid(
+            "platforms",
+            y.platform().to_string(),
+            "only one of the compared images has this platform; build the same platforms",
+        ));
+    }
+    Ok(out)
+}
+
 impl AnyImage {
+    /// The images it holds: itself, or an index's image children.
+    pub fn images(&self) -> Vec<&Image> {
+        match self {
+            AnyImage::Image(i) => vec![i],
+            AnyImage::Index(ix) => ix
+                .children()
+                .iter()
+                .filter_map(|c| match c {
+                    AnyImage::Image(i) => Some(i),
+                    AnyImage::Index(_) => None,
+                })
+                .collect(),
+        }
+    }
+
     /// The digest of the manifest or index.
     pub fn digest(&self) -> &Digest {
         match self {

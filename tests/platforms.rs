@@ -115,6 +115,26 @@ fn hello_http_as_a_two_platform_index_runs_on_both_and_rebuilds_identically() {
         ]));
         assert_eq!(stdout(&run).trim(), "hello from kiln", "{platform}");
     }
+    // Every consumer reads the index: scan checks each platform, inspect
+    // lists the children, diff pairs them by platform.
+    let local_ref = format!("oci:{}:1", layout.display());
+    let scans = ok(sb.kiln().args(["scan", "--json", &local_ref]));
+    let scans: serde_json::Value = serde_json::from_slice(&scans.stdout).unwrap();
+    let scanned: Vec<&str> = scans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(scanned, ["linux/amd64", "linux/arm64/v8"]);
+    let listed = stdout(&ok(sb.kiln().args(["inspect", &local_ref])));
+    assert!(
+        listed.contains("(2 platforms)") && listed.contains("linux/arm64/v8"),
+        "{listed}"
+    );
+    let same = sb.kiln().args(["diff", &local_ref, &pushed]).output().unwrap();
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stdout));
+
     // The engine's copy is the host's platform (docker-daemon: loads one).
     let local = engine.image(format!("{}:1", unique("kiln-test/multi-local")));
     ok(sb
@@ -194,4 +214,72 @@ fn scratch_musl_is_a_static_musl_binary_that_runs_from_scratch_and_rebuilds_iden
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["identical"], true, "{v}");
     assert_eq!(v["builds"][0]["digest"], r["digest"], "{v}");
+}
+
+#[test]
+fn an_aarch64_dynamic_binary_is_clean_on_the_arm64_base_and_a_wrong_machine_on_amd64() {
+    require_engine();
+    let sb = Sandbox::new();
+    let project = checkout("hello-http", &sb.join("dyn"));
+    let multi = &dev_env()["KILN_TEST_CC_MULTI"];
+    let toml = std::fs::read_to_string(project.join("kiln.toml")).unwrap();
+    std::fs::write(
+        project.join("kiln.toml"),
+        toml.replace(
+            "recipe = \"scratch-static\"",
+            &format!("recipe = \"distroless-cc\"\nbase = \"{multi}\""),
+        ),
+    )
+    .unwrap();
+    // linux/arm64 from the base's index: its arm64 child, pinned per platform.
+    let mut engine = EngineObjects::new();
+    let image = engine.image(format!("{}:1", unique("kiln-test/dyn-arm64")));
+    let layout = sb.join("layout");
+    let out = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--platform", "linux/arm64", "--out"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg("--out")
+        .arg(format!("docker-daemon:{image}")));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["platforms"][0]["platform"], "linux/arm64/v8");
+    assert_eq!(
+        r["scan"]["findings"].as_array().map(|f| f.len()),
+        Some(0),
+        "clean on arm64: {r}"
+    );
+    let lock = std::fs::read_to_string(project.join("kiln.lock")).unwrap();
+    assert!(lock.contains("platform = \"linux/arm64/v8\""), "{lock}");
+    let run = ok(Command::new("docker").args(["run", "--rm", "--platform", "linux/arm64", &image, "--once"]));
+    assert_eq!(stdout(&run).trim(), "hello from kiln");
+
+    // The same aarch64 binary on the amd64 base: a wrong machine, reported.
+    let root = sb.join("rootfs");
+    ok(Command::new("umoci")
+        .args(["raw", "unpack", "--rootless", "--image"])
+        .arg(format!("{}:1", layout.display()))
+        .arg(&root));
+    let bin = root.join("usr/local/bin/hello-http");
+    let said = file_says(&bin);
+    assert!(
+        said.contains("ARM aarch64") && said.contains("ld-linux-aarch64.so.1"),
+        "{said}"
+    );
+    let wrong = sb.join("wrong");
+    ok(sb
+        .kiln()
+        .args(["assemble", "--from", &dev_env()["KILN_TEST_CC_BASE"], "--add"])
+        .arg(format!("{}:/usr/local/bin/app", bin.display()))
+        .args(["--entrypoint", "/usr/local/bin/app", "--out"])
+        .arg(format!("oci:{}:1", wrong.display())));
+    let scan = sb
+        .kiln()
+        .args(["scan", "--json", &format!("oci:{}:1", wrong.display())])
+        .output()
+        .unwrap();
+    assert_eq!(scan.status.code(), Some(1), "{}", String::from_utf8_lossy(&scan.stdout));
+    let report = String::from_utf8_lossy(&scan.stdout);
+    assert!(report.contains("the image is for amd64"), "{report}");
 }

@@ -5,6 +5,8 @@
 # adds what the scripts would have made (the CA bundle, passwd/group with
 # nonroot 65532, /tmp), then lets kiln assemble it deterministically.
 #   build-base.sh RECIPE_DIR KILN OUT_REF
+# KILN_BASE_ARCH=arm64 builds the arm64 image (Debian's arm64 .debs) instead
+# of amd64; dev-env puts the two under one index.
 set -euo pipefail
 recipe=$(cd "$1" && pwd)
 kiln=$2
@@ -16,7 +18,13 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/debs" "$work/root"
 echo "deb $mirror $suite main" >"$work/sources.list"
 : >"$work/status" # an empty dpkg status: the host's installed versions must not matter
-aptopts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/dev/null" -o "Dir::State::status=$work/status"
+arch=${KILN_BASE_ARCH:-amd64}
+case "$arch" in
+amd64) platform=linux/amd64 ;;
+arm64) platform=linux/arm64/v8 ;;
+*) echo "build-base.sh: KILN_BASE_ARCH must be amd64 or arm64" >&2; exit 2 ;;
+esac
+aptopts=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/dev/null" -o "Dir::State::status=$work/status"
     -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache" -o "Debug::NoLocking=1"
     -o "APT::Get::AllowUnauthenticated=false")
 apt-get "${aptopts[@]}" update -qq >"$work/update.log" 2>&1 || { cat "$work/update.log" >&2; exit 1; }
@@ -41,6 +49,6 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexi
 printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$root/etc/group"
 # Files only kiln's tree walk can represent: drop device nodes and the like.
 find "$root" ! -type f ! -type d ! -type l -delete
-SOURCE_DATE_EPOCH=0 "$kiln" assemble --quiet --add "$root:/" --user 65532:65532 \
+SOURCE_DATE_EPOCH=0 "$kiln" assemble --quiet --platform "$platform" --add "$root:/" --user 65532:65532 \
     --label "org.opencontainers.image.description=kiln test base ($(basename "$recipe"), Debian $suite)" \
     --out "$out"

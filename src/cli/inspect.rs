@@ -11,11 +11,47 @@ pub struct Args {
     /// Also list the files of each layer.
     #[arg(long)]
     files: bool,
+    /// From a multi-platform index, show this platform's image [default: the host's].
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+}
+
+/// An index's child in `kiln inspect --json`.
+#[derive(serde::Serialize)]
+struct Child {
+    platform: String,
+    digest: String,
+    size: u64,
 }
 
 pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {
     let r = ImageRef::parse(&a.image)?;
-    let image = kiln::store::open(ctx, &r, None)?;
+    let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
+    // An index is listed, then one of its images is shown.
+    let any = kiln::store::open_any(ctx, &r)?;
+    let (index, image) = match &any {
+        kiln::image::AnyImage::Image(i) => (None, i.clone()),
+        kiln::image::AnyImage::Index(ix) => {
+            let want = platform.clone().unwrap_or_else(kiln::oci::Platform::host);
+            let children: Vec<Child> = any
+                .images()
+                .iter()
+                .map(|c| Child {
+                    platform: c.platform().to_string(),
+                    digest: c.digest().to_string(),
+                    size: c.total_size(),
+                })
+                .collect();
+            let chosen = any
+                .images()
+                .into_iter()
+                .find(|c| c.platform().satisfies(&want))
+                .or_else(|| any.images().into_iter().next())
+                .cloned()
+                .ok_or_else(|| kiln::Error::invalid("image", r.to_string(), "an index with no image"))?;
+            (Some((ix.digest().to_string(), children)), chosen)
+        }
+    };
     let files = if a.files {
         Some(
             image
@@ -29,6 +65,10 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
     };
     if json {
         let report = Report {
+            index: index.as_ref().map(|(d, c)| IndexReport {
+                digest: d.clone(),
+                children: c,
+            }),
             reference: r.to_string(),
             digest: image.digest().to_string(),
             media_type: image.manifest().media_type.clone(),
@@ -51,13 +91,34 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
+    if let Some((d, children)) = &index {
+        outln!("{r}");
+        outln!("  index       {d} ({} platforms)", children.len());
+        for c in children {
+            let shown = if c.digest == image.digest().to_string() {
+                "  (shown below)"
+            } else {
+                ""
+            };
+            outln!("    {:<14} {} {} bytes{shown}", c.platform, c.digest, c.size);
+        }
+    }
     print_human(&r, &image, files.as_deref());
     Ok(0)
+}
+
+/// The index a multi-platform reference names.
+#[derive(serde::Serialize)]
+struct IndexReport<'a> {
+    digest: String,
+    children: &'a [Child],
 }
 
 /// What `kiln inspect --json` prints.
 #[derive(serde::Serialize)]
 struct Report<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<IndexReport<'a>>,
     reference: String,
     digest: String,
     #[serde(rename = "mediaType")]

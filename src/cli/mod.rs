@@ -38,6 +38,7 @@ mod assemble;
 mod build;
 mod completions;
 mod diff;
+mod index;
 mod init;
 mod inspect;
 mod lock;
@@ -86,6 +87,8 @@ pub enum Command {
     Assemble(Box<assemble::Args>),
     /// Build the project in its pinned builder and assemble a reproducible image.
     Build(Box<build::Args>),
+    /// Put per-platform images under one OCI image index.
+    Index(index::Args),
     /// Pin the builder and base images to digests in kiln.lock.
     Lock(lock::Args),
     /// Show an image's manifest, config and layers.
@@ -230,12 +233,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(a) => registries_of([&a.image]),
         Command::Diff(a) => registries_of([&a.a, &a.b]),
         Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
+        Command::Index(a) => registries_of(a.images.iter().chain(&a.outs)),
         _ => Vec::new(),
     };
     let (json, quiet) = (cli.json, cli.quiet);
     match cli.command {
         Command::Init(a) => init::run(a, json, quiet),
         Command::Assemble(a) => assemble::run(&ctx, *a, json, quiet),
+        Command::Index(a) => index::run(&ctx, a, json, quiet),
         Command::Build(a) => build::run(&ctx, *a, json, quiet),
         Command::Lock(a) => lock::run(&ctx, a, json),
         Command::Inspect(a) => inspect::run(&ctx, a, json),

@@ -11,24 +11,58 @@ pub struct Args {
     /// Check every ELF file in the image, not only the entrypoint and what it loads.
     #[arg(long)]
     all: bool,
-    /// Platform to pick from a multi-platform image.
+    /// Platform to pick from a multi-platform image [default: every platform].
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
+}
+
+/// One platform's scan in `kiln scan --json` of an index.
+#[derive(serde::Serialize)]
+struct PlatformScan {
+    platform: String,
+    digest: String,
+    report: Report,
 }
 
 pub fn run(ctx: &kiln::context::Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
     let r = ImageRef::parse(&a.image)?;
     let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
     let sp = ctx.progress.spinner(&format!("scanning {r}"));
-    let image = kiln::store::open(ctx, &r, platform.as_ref())?;
-    let report = scan::scan(&image, scan::Options { all: a.all })?;
-    sp.finish_and_clear();
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&r.to_string(), &report, quiet, false);
+    let opts = scan::Options { all: a.all };
+    // One platform asked for (or a plain image): one report, as before.
+    let any = match &platform {
+        Some(p) => kiln::image::AnyImage::Image(kiln::store::open(ctx, &r, Some(p))?),
+        None => kiln::store::open_any(ctx, &r)?,
+    };
+    if let kiln::image::AnyImage::Image(image) = &any {
+        let report = scan::scan(image, opts)?;
+        sp.finish_and_clear();
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&r.to_string(), &report, quiet, false);
+        }
+        return Ok(if report.failed() { 1 } else { 0 });
     }
-    Ok(if report.failed() { 1 } else { 0 })
+    // An index: every platform, each with the loader paths of its machine.
+    let mut scans = Vec::new();
+    for image in any.images() {
+        scans.push(PlatformScan {
+            platform: image.platform().to_string(),
+            digest: image.digest().to_string(),
+            report: scan::scan(image, opts)?,
+        });
+    }
+    sp.finish_and_clear();
+    let failed = scans.iter().any(|s| s.report.failed());
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&scans)?);
+    } else {
+        for s in &scans {
+            print_report(&format!("{r} ({})", s.platform), &s.report, quiet, false);
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 /// Prints findings for people, most severe first (on stderr when the

@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::builder::{self, BuildRequest, Variation};
 use crate::context::Context;
-use crate::image::{AnyImage, Image};
 use crate::reference::ImageRef;
 use crate::{Error, Result};
 
@@ -214,42 +213,6 @@ fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The images of `a` and `b` to compare: the images themselves, or an
-/// index's children paired by platform (a platform only one side has is an
-/// error that names it).
-fn pairs<'a>(a: &'a AnyImage, b: &'a AnyImage) -> Result<Vec<(Option<String>, &'a Image, &'a Image)>> {
-    let children = |x: &'a AnyImage| -> Vec<&'a Image> {
-        match x {
-            AnyImage::Image(i) => vec![i],
-            AnyImage::Index(ix) => ix
-                .children()
-                .iter()
-                .filter_map(|c| match c {
-                    AnyImage::Image(i) => Some(i),
-                    AnyImage::Index(_) => None,
-                })
-                .collect(),
-        }
-    };
-    let (ca, cb) = (children(a), children(b));
-    if let ([x], [y]) = (ca.as_slice(), cb.as_slice()) {
-        return Ok(vec![(None, *x, *y)]);
-    }
-    let mut out = Vec::new();
-    for x in &ca {
-        let p = x.platform();
-        let y = cb.iter().find(|y| y.platform() == p).ok_or_else(|| {
-            Error::invalid(
-                "platforms",
-                p.to_string(),
-                "only one of the compared images has this platform; build the same platforms",
-            )
-        })?;
-        out.push((Some(p.to_string()), *x, *y));
-    }
-    Ok(out)
-}
-
 /// Runs the rebuilds and compares. No build result is written anywhere:
 /// the images are compared as values.
 pub fn verify(ctx: &Context, req: &VerifyRequest) -> Result<VerifyReport> {
@@ -332,7 +295,7 @@ pub fn verify(ctx: &Context, req: &VerifyRequest) -> Result<VerifyReport> {
     for (label, img) in &images {
         if img.digest() != reference.digest() {
             // An index is compared platform by platform.
-            for (platform, a, b) in pairs(&reference, img)? {
+            for (platform, a, b) in crate::image::pair_by_platform(&reference, img)? {
                 if a.digest() == b.digest() {
                     continue;
                 }
