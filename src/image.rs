@@ -342,6 +342,11 @@ impl AnyImage {
         }
     }
 
+    /// The image for `platform`: itself, or the index's matching child.
+    pub fn for_platform(&self, platform: &Platform) -> Option<&Image> {
+        self.images().into_iter().find(|i| i.platform().satisfies(platform))
+    }
+
     /// The digest of the manifest or index.
     pub fn digest(&self) -> &Digest {
         match self {

@@ -12,7 +12,7 @@ pub struct Args {
     /// Where to write it (oci:DIR[:TAG], docker-archive:FILE, docker-daemon:NAME).
     #[arg(long = "out", value_name = "REF", required = true)]
     outs: Vec<String>,
-    /// Platform to pick from a multi-platform image [default: the host's].
+    /// Platform to pick from a multi-platform image [default: every platform; docker-daemon: and docker-archive: get the host's].
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
 }
@@ -29,19 +29,28 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
     let r = super::push::registry_ref("image", &a.image)?;
     let platform = a.platform.as_deref().map(kiln::oci::Platform::parse).transpose()?;
     let outputs = Outputs::parse(ctx, &a.outs)?;
-    let image = registry::pull(ctx, &r, platform.as_ref())?;
-    outputs.put(&image)?;
+    // Without --platform an index comes whole (every child), as push sends it.
+    let any = match &platform {
+        Some(p) => kiln::image::AnyImage::Image(registry::pull(ctx, &r, Some(p))?),
+        None => registry::pull_any(ctx, &r)?,
+    };
+    outputs.put_any(&any)?;
     let outs: Vec<String> = outputs.refs().iter().map(|o| o.to_string()).collect();
     if json {
         let report = Report {
-            digest: image.digest().to_string(),
-            platform: image.platform().to_string(),
-            size: image.total_size(),
+            digest: any.digest().to_string(),
+            platform: any
+                .images()
+                .iter()
+                .map(|i| i.platform().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            size: any.images().iter().map(|i| i.total_size()).sum(),
             outputs: outs,
         };
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        outln!("{}", image.digest());
+        outln!("{}", any.digest());
         if !quiet {
             for o in &outs {
                 eprintln!("wrote {o}");

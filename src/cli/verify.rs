@@ -24,6 +24,9 @@ pub struct Args {
     /// Builder image, overriding [build] builder.
     #[arg(long, value_name = "REF")]
     builder: Option<String>,
+    /// Build these platforms (repeatable) [default: [build] platforms, else the host's].
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platforms: Vec<String>,
 }
 
 /// `--vary`: the library's [`Vary`], offered to clap with its own names
@@ -64,6 +67,11 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
         against,
         vary,
         builder: a.builder,
+        platforms: a
+            .platforms
+            .iter()
+            .map(|p| kiln::oci::Platform::parse(p))
+            .collect::<Result<_, _>>()?,
     };
     let report = verify::verify(ctx, &req)?;
     if json {

@@ -47,6 +47,20 @@ impl ArchiveSink {
 }
 
 impl Sink for ArchiveSink {
+    /// `docker load` takes one platform per name: from an index, the image
+    /// for this machine (a whole index goes to oci:DIR or a registry).
+    fn put_any(&self, what: &crate::image::AnyImage) -> Result<()> {
+        let host = crate::oci::Platform::host();
+        match what.for_platform(&host) {
+            Some(i) => self.put(i),
+            None => Err(Error::invalid(
+                "output",
+                format!("docker-archive:{}", self.file.display()),
+                format!("the index has no image for this machine ({host}); write it to oci:DIR or a registry"),
+            )),
+        }
+    }
+
     fn put(&self, image: &Image) -> Result<()> {
         let w = BlobWriter::create(&self.file)?;
         let w = write_archive(image, self.name.as_ref(), w).map_err(|e| match e {

@@ -85,24 +85,14 @@ impl Sink for DaemonSink {
     /// An engine holds one platform per name: from an index, the image for
     /// this machine's platform is loaded (as `docker pull` would).
     fn put_any(&self, what: &crate::image::AnyImage) -> Result<()> {
-        use crate::image::AnyImage;
-        match what {
-            AnyImage::Image(i) => self.put(i),
-            AnyImage::Index(ix) => {
-                let host = crate::oci::Platform::host();
-                let child = ix.children().iter().find_map(|c| match c {
-                    AnyImage::Image(i) if i.platform().satisfies(&host) => Some(i),
-                    _ => None,
-                });
-                match child {
-                    Some(i) => self.put(i),
-                    None => Err(Error::invalid(
-                        "output",
-                        format!("docker-daemon:{}", self.name),
-                        format!("the index has no image for this machine ({host}); write it to oci:DIR or a registry"),
-                    )),
-                }
-            }
+        let host = crate::oci::Platform::host();
+        match what.for_platform(&host) {
+            Some(i) => self.put(i),
+            None => Err(Error::invalid(
+                "output",
+                format!("docker-daemon:{}", self.name),
+                format!("the index has no image for this machine ({host}); write it to oci:DIR or a registry"),
+            )),
         }
     }
 

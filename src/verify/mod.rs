@@ -190,6 +190,8 @@ pub struct VerifyRequest {
     pub against: Option<ImageRef>,
     pub vary: Vec<Vary>,
     pub builder: Option<String>,
+    /// Platforms to build (empty: `[build] platforms`, else the host's).
+    pub platforms: Vec<crate::oci::Platform>,
 }
 
 fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
@@ -229,6 +231,7 @@ pub fn verify(ctx: &Context, req: &VerifyRequest) -> Result<VerifyReport> {
         timestamp: ctx.timestamp,
         proxy_env: ctx.proxy_env.clone(),
         ca_bundle: ctx.ca_bundle.clone(),
+        platforms: req.platforms.clone(),
         ..Default::default()
     };
     // The reference: the published image, or the first of the N builds,
