@@ -283,3 +283,90 @@ fn an_aarch64_dynamic_binary_is_clean_on_the_arm64_base_and_a_wrong_machine_on_a
     let report = String::from_utf8_lossy(&scan.stdout);
     assert!(report.contains("the image is for amd64"), "{report}");
 }
+
+/// GET / on 127.0.0.1:port, retrying while the server starts (slowly under QEMU).
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < end {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
+                let mut r = String::new();
+                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
+                    return Some(r);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    None
+}
+
+/// Runs `image` for `platform` as a server and asks it for a page.
+fn serves(engine: &mut EngineObjects, image: &str, platform: &str, expect: &str) {
+    let name = engine.container(unique("kiln-test-serve"));
+    ok(Command::new("docker").args([
+        "run",
+        "-d",
+        "--platform",
+        platform,
+        "--name",
+        &name,
+        "-p",
+        "127.0.0.1::8080",
+        image,
+    ]));
+    let mapped = stdout(&ok(Command::new("docker").args(["port", &name, "8080/tcp"])));
+    let port: u16 = mapped
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reply = http_get(port);
+    assert!(
+        reply.as_deref().is_some_and(|r| r.contains(expect)),
+        "{image} ({platform}) answered {reply:?}"
+    );
+}
+
+#[test]
+fn both_examples_as_two_platform_indexes_answer_http_on_both_platforms() {
+    require_engine();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
+    for (example, expect) in [
+        ("hello-http", "hello from kiln"),
+        ("with-deps", "\"app\":\"with-deps\""),
+    ] {
+        let project = checkout(example, &sb.join(example));
+        let pushed = format!(
+            "{}/{}:1",
+            dev_env()["KILN_REGISTRY"],
+            unique(&format!("kiln-test/{example}-multi"))
+        );
+        engine.image(pushed.clone());
+        ok(sb
+            .kiln()
+            .current_dir(&project)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "build",
+                "--quiet",
+                "--platform",
+                "linux/amd64",
+                "--platform",
+                "linux/arm64",
+                "--push",
+                &pushed,
+            ]));
+        for platform in ["linux/amd64", "linux/arm64"] {
+            ok(Command::new("docker").args(["pull", "-q", "--platform", platform, &pushed]));
+            serves(&mut engine, &pushed, platform, expect);
+        }
+    }
+}

@@ -171,6 +171,8 @@ struct Ctx<'a> {
     objects: BTreeMap<String, Resolution>,
     scratch_like: bool,
     tls: bool,
+    /// Checking files only --all reaches (nothing the entrypoint loads).
+    extra: bool,
 }
 
 impl Ctx<'_> {
@@ -239,6 +241,20 @@ impl Ctx<'_> {
         if let Some(want) = self.want
             && (info.class, info.machine) != want
         {
+            // Found by --all, loaded by nothing that starts: a cross
+            // toolchain's files in a builder, say. Worth a word, not a failure.
+            if self.extra {
+                self.add(
+                    Severity::Info,
+                    path,
+                    format!(
+                        "is a {}-bit ELF for machine {} in a {} image; nothing the entrypoint loads uses it",
+                        info.class, info.machine, self.arch
+                    ),
+                    "none needed if it is a cross toolchain's file; else remove it",
+                );
+                return;
+            }
             self.add(
                 Severity::Error,
                 path,
@@ -373,6 +389,7 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
         objects: BTreeMap::new(),
         scratch_like: view.lstat("lib").is_none() && view.lstat("usr/lib").is_none() && view.lstat("lib64").is_none(),
         tls: false,
+        extra: false,
     };
     let mut argv: Vec<String> = rc.entrypoint.clone().unwrap_or_default();
     argv.extend(rc.cmd.clone().unwrap_or_default());
@@ -496,7 +513,14 @@ pub fn scan_view(image: &Image, view: &View, opts: Options) -> Report {
             }
         }
     }
+    // The entrypoint and what it loads first, so --all's extras are known as such.
+    while let Some((path, exe_rpath)) = queue.pop_front() {
+        if let Some((real, info)) = ctx.elf_at(&path) {
+            ctx.check_object(&real, &info, &exe_rpath, &mut queue);
+        }
+    }
     if opts.all {
+        ctx.extra = true;
         for (p, facts) in view.elves() {
             match &facts.elf {
                 Some(e) => queue.push_back((p.to_string(), e.rpath.clone())),
