@@ -26,6 +26,10 @@ export CONTAINERS_REGISTRIES_CONF
 cd examples/hello-http
 export SOURCE_DATE_EPOCH=$(git log -1 --pretty=%ct 2>/dev/null || echo 0)
 
+# Re-pin to what the mirror serves now (dev-env rebuilds its builder when
+# its recipe changes, and a kiln.lock from an earlier run would keep the old one).
+"$kiln" lock --update >/dev/null 2>&1 || true
+
 step "kiln build: examples/hello-http, no builder configured: the official rust image via the mirror ($CONTAINERS_REGISTRIES_CONF), pinned in kiln.lock (fetch with network, compile without)"
 cat kiln.toml >&2
 digest=$("$kiln" build --out "docker-daemon:$name" --out oci:target/kiln/image:latest)

@@ -468,6 +468,16 @@ async fn fetch(
     };
     let (code, log) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
+    if code == 3 {
+        // target_setup's own exit: the builder lacks what the target needs.
+        return Err(Error::Build {
+            message: format!(
+                "the builder {} cannot build for {} ({}); pick a builder that can, or another platform",
+                pinned.reference, plan.target, plan.platform
+            ),
+            output: log,
+        });
+    }
     if code != 0 {
         return Err(Error::Build {
             message: format!(
