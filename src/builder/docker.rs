@@ -322,10 +322,11 @@ async fn run(
         .and_then(|v| v.umask.clone())
         .unwrap_or_else(|| "022".into());
     let script = format!(
-        "set -e\numask {umask}\n{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+        "set -e\numask {umask}\n{}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
          if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
         target_setup(&plan.target),
+        exclusive_sources(&plan.src_dir()),
         plan.build_args().join(" "),
         plan.target,
         plan.profile_dir(),
@@ -425,6 +426,20 @@ case "$T" in
     fi ;;
 esac
 "#
+    )
+}
+
+/// Shell lines that make this build the only one in the shared target
+/// volume until its binary is copied out, and its sources newer than any
+/// output there. cargo judges a path crate fresh by mtimes: without this, a
+/// concurrent build of another checkout with the same package name that
+/// finished after this upload would look fresh, and its binary would be
+/// copied out as this one's.
+fn exclusive_sources(src_dir: &str) -> String {
+    format!(
+        "exec 9>{TARGET_DIR}/.kiln-build-lock\n\
+         if command -v flock >/dev/null; then flock 9; else echo 'kiln: the builder has no flock; concurrent builds of one package may race' >&2; fi\n\
+         find {src_dir} -exec touch -c {{}} +\n"
     )
 }
 
