@@ -347,6 +347,23 @@ impl AnyImage {
         self.images().into_iter().find(|i| i.platform().satisfies(platform))
     }
 
+    /// The one image an output that holds a single platform takes (an
+    /// engine, a `docker load` archive): a plain image whatever its platform
+    /// (the engine runs it under emulation); from an index, this machine's.
+    pub fn for_single_platform_output(&self, output: &str) -> Result<&Image> {
+        if let AnyImage::Image(i) = self {
+            return Ok(i);
+        }
+        let host = Platform::host();
+        self.for_platform(&host).ok_or_else(|| {
+            Error::invalid(
+                "output",
+                output,
+                format!("the index has no image for this machine ({host}); write it to oci:DIR or a registry"),
+            )
+        })
+    }
+
     /// The digest of the manifest or index.
     pub fn digest(&self) -> &Digest {
         match self {

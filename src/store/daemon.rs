@@ -85,20 +85,7 @@ impl Sink for DaemonSink {
     /// An engine holds one platform per name: from an index, the image for
     /// this machine's platform is loaded (as `docker pull` would).
     fn put_any(&self, what: &crate::image::AnyImage) -> Result<()> {
-        // A single image goes in whatever its platform (the engine runs it
-        // under emulation); from an index, the host's child.
-        if let crate::image::AnyImage::Image(i) = what {
-            return self.put(i);
-        }
-        let host = crate::oci::Platform::host();
-        match what.for_platform(&host) {
-            Some(i) => self.put(i),
-            None => Err(Error::invalid(
-                "output",
-                format!("docker-daemon:{}", self.name),
-                format!("the index has no image for this machine ({host}); write it to oci:DIR or a registry"),
-            )),
-        }
+        self.put(what.for_single_platform_output(&format!("docker-daemon:{}", self.name))?)
     }
 
     fn put(&self, image: &Image) -> Result<()> {
