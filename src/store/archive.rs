@@ -47,15 +47,13 @@ impl ArchiveSink {
 }
 
 impl Sink for ArchiveSink {
-    /// `docker load` takes one platform per name: from an index, the image
-    /// for this machine (a whole index goes to oci:DIR or a registry).
-    fn put_any(&self, what: &crate::image::AnyImage) -> Result<()> {
-        self.put(what.for_single_platform_output(&format!("docker-archive:{}", self.file.display()))?)
-    }
-
-    fn put(&self, image: &Image) -> Result<()> {
+    /// An index goes in whole (index.json names it, as `docker save` of
+    /// Engine ≥ 25 does); manifest.json, which Engine 20.10 loads, lists the
+    /// one image `docker load` should take: this machine's child.
+    fn put_any(&self, what: &AnyImage) -> Result<()> {
+        let location = format!("docker-archive:{}", self.file.display());
         let w = BlobWriter::create(&self.file)?;
-        let w = write_archive(image, self.name.as_ref(), w).map_err(|e| match e {
+        let w = write_archive(what, self.name.as_ref(), &location, w).map_err(|e| match e {
             Error::Io { source, .. } => Error::Write {
                 path: self.file.clone(),
                 source,
@@ -64,16 +62,27 @@ impl Sink for ArchiveSink {
         })?;
         w.commit(None).map(|_| ())
     }
+
+    fn put(&self, image: &Image) -> Result<()> {
+        self.put_any(&AnyImage::Image(image.clone()))
+    }
 }
 
-/// Streams the docker-archive form of `image` into `out`.
-pub fn write_archive<W: Write>(image: &Image, name: Option<&DockerName>, out: W) -> Result<W> {
+/// Streams the docker-archive form of `what` (an image or a whole index)
+/// into `out`.
+pub fn write_archive<W: Write>(what: &AnyImage, name: Option<&DockerName>, location: &str, out: W) -> Result<W> {
     let io = |source: std::io::Error| Error::Io {
         context: "writing docker-archive".into(),
         source,
     };
     let blob_name = |d: &Digest| format!("blobs/sha256/{}", d.hex());
-    let mut index_desc = image.manifest_descriptor();
+    // The image `docker load` on Engine 20.10 takes (it reads manifest.json
+    // only): a plain image as it is, from an index this machine's child.
+    let loaded = what.for_single_platform_output(location)?;
+    let mut index_desc = match what {
+        AnyImage::Image(i) => i.manifest_descriptor(),
+        AnyImage::Index(ix) => ix.descriptor(),
+    };
     if let Some(n) = name {
         index_desc
             .annotations
@@ -85,9 +94,13 @@ pub fn write_archive<W: Write>(image: &Image, name: Option<&DockerName>, out: W)
     let mut index = Index::empty();
     index.manifests.push(index_desc);
     let docker_manifest = vec![DockerManifestEntry {
-        config: blob_name(&image.manifest().config.digest),
+        config: blob_name(&loaded.manifest().config.digest),
         repo_tags: name.map(|n| vec![n.to_string()]).unwrap_or_default(),
-        layers: image.layers().iter().map(|l| blob_name(&l.descriptor.digest)).collect(),
+        layers: loaded
+            .layers()
+            .iter()
+            .map(|l| blob_name(&l.descriptor.digest))
+            .collect(),
     }];
 
     // Blobs by path: BTreeMap gives bytewise order and drops duplicates.
@@ -96,20 +109,23 @@ pub fn write_archive<W: Write>(image: &Image, name: Option<&DockerName>, out: W)
         Layer(&'a Layer),
     }
     let mut blobs: BTreeMap<String, (u64, Content)> = BTreeMap::new();
-    for l in image.layers() {
-        blobs.insert(blob_name(&l.descriptor.digest), (l.descriptor.size, Content::Layer(l)));
+    for image in what.images() {
+        for l in image.layers() {
+            blobs.insert(blob_name(&l.descriptor.digest), (l.descriptor.size, Content::Layer(l)));
+        }
+        for bytes in [image.config_bytes(), image.manifest_bytes()] {
+            blobs.insert(
+                blob_name(&Digest::of(bytes)),
+                (bytes.len() as u64, Content::Bytes(bytes)),
+            );
+        }
     }
-    blobs.insert(
-        blob_name(&image.manifest().config.digest),
-        (image.config_bytes().len() as u64, Content::Bytes(image.config_bytes())),
-    );
-    blobs.insert(
-        blob_name(image.digest()),
-        (
-            image.manifest_bytes().len() as u64,
-            Content::Bytes(image.manifest_bytes()),
-        ),
-    );
+    if let AnyImage::Index(ix) = what {
+        blobs.insert(
+            blob_name(ix.digest()),
+            (ix.bytes().len() as u64, Content::Bytes(ix.bytes())),
+        );
+    }
     let index_bytes = canonical_json(&index);
     let manifest_json = serde_json::to_vec(&docker_manifest).expect("serializable");
 
@@ -314,6 +330,8 @@ impl ArchiveFetch {
         let manifest = oci::Manifest {
             schema_version: 2,
             media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            artifact_type: None,
+            subject: None,
             config: config_desc,
             layers,
             annotations: Default::default(),

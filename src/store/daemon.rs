@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::Sink;
-use crate::image::Image;
+use crate::image::{AnyImage, Image};
 use crate::reference::DockerName;
 use crate::{Error, Result};
 
@@ -93,14 +93,16 @@ impl Sink for DaemonSink {
         // The archive is produced on a thread and streamed through a pipe of
         // bounded chunks: no temp file, bounded memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-        let img = image.clone();
+        // The engine takes one platform: only that image is streamed.
+        let img = AnyImage::Image(image.clone());
         let name = self.name.clone();
+        let location = format!("docker-daemon:{name}");
         let producer = std::thread::spawn(move || {
             let w = ChannelWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(1 << 20),
             };
-            match super::archive::write_archive(&img, Some(&name), w) {
+            match super::archive::write_archive(&img, Some(&name), &location, w) {
                 Ok(mut w) => {
                     let _ = w.send_buf();
                     Ok(())
