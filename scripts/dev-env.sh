@@ -45,6 +45,7 @@ install_packages() {
     command -v docker >/dev/null || missing+=(docker.io)
     [ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
     command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     if [ ${#missing[@]} -eq 0 ]; then
         say "packages: all present"
         return
@@ -127,6 +128,8 @@ EOF
 }
 
 recipe_hash() { (cd "$repo/base-images/test/$1" && sha256sum $(ls | sort) | sha256sum | cut -c1-16); }
+# A base also changes when the script that assembles it does.
+base_hash() { (recipe_hash "$1"; sha256sum <"$repo/base-images/test/build-base.sh") | sha256sum | cut -c1-16; }
 
 ensure_builder() {
     local key ref
@@ -158,7 +161,7 @@ ensure_builder() {
 # Base images made from Debian packages by kiln itself (base-images/test/*-base).
 ensure_base() {
     local name=$1 key ref
-    key=$(recipe_hash "$name")
+    key=$(base_hash "$name")
     ref="$registry_addr/kiln-test/$name:$key"
     if curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$registry_addr/v2/kiln-test/$name/manifests/$key" 2>/dev/null; then
         say "base: $ref is current"
@@ -179,7 +182,7 @@ ensure_base() {
 # linux/arm64/v8) and an index over both: kiln-test/NAME-multi:RECIPE-HASH.
 ensure_multi_base() {
     local name=$1 amd64_ref=$2 key ref arm_ref
-    key=$(recipe_hash "$name")
+    key=$(base_hash "$name")
     arm_ref="$registry_addr/kiln-test/$name-arm64:$key"
     ref="$registry_addr/kiln-test/$name-multi:$key"
     if curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$registry_addr/v2/kiln-test/$name-multi/manifests/$key" 2>/dev/null; then
@@ -307,6 +310,24 @@ engine_official_names() {
     say "engine: official names tagged; fixture apt step cached"
 }
 
+# The independent SBOM validators the tests run (PyPI): pyspdxtools and
+# cyclonedx-python-lib's JSON validator (jsonschema comes with it), in a
+# venv of their own, versions pinned.
+ensure_validators() {
+    local venv=$state/venv want="spdx-tools==0.8.5 cyclonedx-python-lib[json-validation]==11.12.0"
+    if [ -x "$venv/bin/pyspdxtools" ] && [ "$(cat "$venv/kiln-want" 2>/dev/null)" = "$want" ]; then
+        say "validators: present ($venv)"
+        return
+    fi
+    say "validators: installing $want into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q --disable-pip-version-check $want >"$state/pip.log" 2>&1 ||
+        { tail -20 "$state/pip.log" >&2; exit 1; }
+    printf '%s' "$want" >"$venv/kiln-want"
+}
+
 write_env() {
     cat >"$state/env.tmp" <<EOF
 # Written by scripts/dev-env.sh; sourced by tests and scripts.
@@ -322,6 +343,8 @@ KILN_TEST_DEBIAN_SLIM=$debian_slim
 KILN_TEST_CHEF=$chef_ref
 KILN_MIRROR_RUSTC=$mirror_rust
 CONTAINERS_REGISTRIES_CONF=$state/registries.conf
+KILN_TEST_PYTHON=$state/venv/bin/python
+KILN_TEST_PYSPDXTOOLS=$state/venv/bin/pyspdxtools
 EOF
     mv "$state/env.tmp" "$state/env"
     say "env: $state/env"
@@ -360,6 +383,7 @@ up)
     chef_ref=$(ensure_chef)
     publish_mirror
     engine_official_names
+    ensure_validators
     write_env
     ;;
 status) status ;;

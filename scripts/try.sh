@@ -53,6 +53,11 @@ step "kiln push to the local registry ($pushed), then a re-push (HEADs only)"
 "$kiln" push oci:target/kiln/image:latest "$pushed"
 "$kiln" push --json oci:target/kiln/image:latest "$pushed" | grep -A3 '"requests"' >&2
 
+step "SBOMs and provenance: attached to the image at build time (its digest unchanged), pushed along; the registry has no referrers API, so kiln keeps the referrers tag"
+"$kiln" referrers "$pushed"
+"$kiln" sbom --format spdx "$pushed" | grep -c '"SPDXID"' | sed 's/^/SPDX elements: /' >&2
+"$kiln" sbom "$pushed" | grep -o '"purl": "[^"]*"' | head -5 >&2
+
 step "docker pull $pushed and run it, then curl it"
 docker pull -q "$pushed" >/dev/null
 docker run -d --rm --name "$container" -p 127.0.0.1::8080 "$pushed" >/dev/null

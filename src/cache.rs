@@ -81,6 +81,11 @@ impl Cache {
         self.bucket("fetched")
     }
 
+    /// The crates of each cached build (for its SBOM), by input key.
+    pub fn crates(&self) -> Result<PathBuf> {
+        self.bucket("crates")
+    }
+
     /// Builders kiln loaded into the engine: manifest digest → image ID.
     pub fn loaded(&self) -> Result<PathBuf> {
         self.bucket("loaded")

@@ -170,6 +170,8 @@ impl Image {
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            artifact_type: None,
+            subject: None,
             config: Descriptor::new(
                 oci::MEDIA_TYPE_CONFIG,
                 Digest::of(&config_bytes),

@@ -11,6 +11,7 @@
 //! keeps no process globals.
 
 pub mod assemble;
+pub mod attest;
 pub mod builder;
 pub mod cache;
 pub mod config;

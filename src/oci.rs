@@ -48,6 +48,10 @@ pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.ima
 /// Docker gzip layer, accepted when reading.
 pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+/// The OCI empty descriptor's media type (an artifact's config).
+pub const MEDIA_TYPE_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The OCI empty descriptor's content, `{}`.
+pub const EMPTY_JSON: &[u8] = b"{}";
 /// The annotation that names a tag in an OCI layout's index.json.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd (and Docker ≥ 25) reads for the image name.
@@ -161,6 +165,10 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// The artifact type of the manifest it points at (OCI 1.1: referrers
+    /// indexes carry it so clients filter without fetching each manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "BTreeMap::is_empty",
@@ -177,6 +185,7 @@ impl Descriptor {
             digest,
             size,
             platform: None,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         }
     }
@@ -189,8 +198,14 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// OCI 1.1: what an artifact manifest holds (absent on images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// OCI 1.1: the manifest this one is about (an SBOM's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
     #[serde(
         default,
         skip_serializing_if = "BTreeMap::is_empty",

@@ -20,6 +20,15 @@ impl Timestamp {
         })
     }
 
+    /// A wall-clock time (run details only; never an image's timestamp).
+    pub fn at(t: std::time::SystemTime) -> Self {
+        Timestamp(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+    }
+
     /// RFC 3339 in UTC with a `Z` suffix, e.g. `1970-01-01T00:00:00Z`.
     pub fn rfc3339(self) -> String {
         let secs = self.0;

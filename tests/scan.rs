@@ -135,6 +135,28 @@ fn openssl_without_and_with_libssl3_and_a_newer_glibc_than_the_base() {
         app["needed"]["libssl.so.3"].as_str().unwrap().ends_with("/libssl.so.3"),
         "{app}"
     );
+    // Its SBOM lists libssl3 (and libc6) as what loads, from the base's
+    // dpkg records, and the openssl crates as compiled in.
+    let sbom = ok(sb.kiln().args(["sbom", "--format", "cyclonedx", &layout]));
+    let sbom: serde_json::Value = serde_json::from_slice(&sbom.stdout).unwrap();
+    let comps = sbom["components"].as_array().unwrap();
+    let loaded = |name: &str| {
+        comps.iter().any(|c| {
+            c["name"] == name
+                && c["purl"].as_str().unwrap().starts_with("pkg:deb/debian/")
+                && c["properties"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["name"] == "kiln:loaded"))
+        })
+    };
+    assert!(loaded("libssl3") && loaded("libc6"), "{sbom:#}");
+    assert!(!loaded("tzdata"), "tzdata is in the base but nothing loads it");
+    assert!(
+        comps
+            .iter()
+            .any(|c| c["bom-ref"] == "crate:openssl-app@0.1.0" || c["name"] == "openssl"),
+        "{sbom:#}"
+    );
     // Built on bookworm (glibc 2.36), put on bullseye (glibc 2.31).
     let (layout, out, why) = build_fixture(
         &sb,

@@ -35,8 +35,19 @@ if grep -q '^E:' "$work/download.log"; then
     cat "$work/download.log" >&2
     exit 1
 fi
+# dpkg's record of each package as distroless keeps it (no maintainer
+# scripts, so no /var/lib/dpkg/status): status.d/NAME holds the control
+# fields, status.d/NAME.md5sums the files. SBOM tools (and kiln's) read it.
+mkdir -p "$work/root/var/lib/dpkg/status.d"
 for deb in "$work"/debs/*.deb; do
     dpkg-deb -x "$deb" "$work/root"
+    name=$(dpkg-deb -f "$deb" Package)
+    dpkg-deb -f "$deb" >"$work/root/var/lib/dpkg/status.d/$name"
+    rm -rf "$work/control"
+    dpkg-deb -e "$deb" "$work/control"
+    if [ -f "$work/control/md5sums" ]; then
+        cp "$work/control/md5sums" "$work/root/var/lib/dpkg/status.d/$name.md5sums"
+    fi
 done
 # What maintainer scripts would have generated.
 root=$work/root

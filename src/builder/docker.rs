@@ -324,13 +324,15 @@ async fn run(
     let script = format!(
         "set -e\numask {umask}\n{}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
+         cargo {} > {OUT_DIR}/metadata.json || {{ echo 'kiln: cargo metadata failed: the SBOM will list no crates' >&2; rm -f {OUT_DIR}/metadata.json; }}\n\
          if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
         target_setup(&plan.target),
         exclusive_sources(&plan.src_dir()),
         plan.build_args().join(" "),
         plan.target,
         plan.profile_dir(),
-        plan.bin
+        plan.bin,
+        plan.metadata_args().join(" "),
     );
     let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
     env.push(format!(

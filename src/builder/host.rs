@@ -100,10 +100,26 @@ fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let metadata = {
+        let mut c = Command::new("cargo");
+        c.args(plan.metadata_args()).current_dir(&project).stdin(Stdio::null());
+        for kv in plan.base_env(&cargo_home, &target_dir.display().to_string()) {
+            let (k, v) = kv.split_once('=').expect("KEY=VALUE");
+            c.env(k, v);
+        }
+        match c.output() {
+            Ok(o) if o.status.success() => Some(o.stdout),
+            _ => {
+                progress.warn("cargo metadata failed on the host: the SBOM will list no crates");
+                None
+            }
+        }
+    };
     let ca = std::fs::read("/etc/ssl/certs/ca-certificates.crt").ok();
     Ok(Artifacts {
         binary,
         ca_bundle: ca,
         toolchain: format!("{toolchain} (host, not pinned)"),
+        metadata,
     })
 }

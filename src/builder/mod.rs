@@ -88,6 +88,9 @@ pub struct Artifacts {
     pub ca_bundle: Option<Vec<u8>>,
     /// `rustc -V` of the toolchain that built it.
     pub toolchain: String,
+    /// `cargo metadata` for the build's target and features (the SBOM's
+    /// crates); None when cargo could not give it.
+    pub metadata: Option<Vec<u8>>,
 }
 
 /// Reads the builder's out dir (as a tar from the archive API).
@@ -101,6 +104,7 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
     let mut binary = None;
     let mut ca = None;
     let mut toolchain = String::new();
+    let mut metadata = None;
     let entries = ar
         .entries()
         .map_err(|e| Error::format("builder output", e.to_string()))?;
@@ -113,6 +117,7 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
             "out/binary" => MAX_OUTPUT,
             "out/ca.crt" => 16 << 20,
             "out/toolchain" => 64 << 10,
+            "out/metadata.json" => crate::attest::crates::MAX_METADATA,
             other => {
                 return Err(Error::format(
                     "builder output",
@@ -132,6 +137,7 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
         match name.as_str() {
             "out/binary" => binary = Some(buf),
             "out/ca.crt" => ca = Some(buf),
+            "out/metadata.json" => metadata = Some(buf),
             _ => toolchain = String::from_utf8_lossy(&buf).trim().to_string(),
         }
     }
@@ -139,6 +145,7 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
         binary: binary.ok_or_else(|| Error::format("builder output", format!("binary `{bin}` missing")))?,
         ca_bundle: ca,
         toolchain,
+        metadata,
     })
 }
 
@@ -178,6 +185,11 @@ pub struct BuildResult {
     pub toolchain_pinned: bool,
     pub timings: Vec<(&'static str, f64)>,
     pub plan: Plan,
+    /// The crates compiled in (None: cargo metadata failed).
+    pub crates: Option<crate::attest::crates::CrateGraph>,
+    /// The digest of the source tree as kiln uploads it (an uncompressed
+    /// tar, fixed mtimes): what was built, whatever git says.
+    pub source_digest: Digest,
 }
 
 /// The default output of `kiln build`.
@@ -194,8 +206,8 @@ pub fn default_out(project: &Path, version: &str) -> ImageRef {
 }
 
 /// Hash of the plan's inputs and the source content: the input-addressed
-/// cache key.
-pub fn cache_key(plan: &Plan, source: &Tree) -> Result<Digest> {
+/// cache key; and the source tree's own digest (the provenance names it).
+pub fn cache_key(plan: &Plan, source: &Tree) -> Result<(Digest, Digest)> {
     let opts = LayerOptions {
         timestamp: Timestamp(0),
         uid: 0,
@@ -213,7 +225,7 @@ pub fn cache_key(plan: &Plan, source: &Tree) -> Result<Digest> {
     );
     let _ = h.write_all(&crate::oci::canonical_json(&plan.inputs));
     let _ = writeln!(h, "\nsource {}", info.diff_id);
-    Ok(h.finish().1)
+    Ok((h.finish().1, info.diff_id))
 }
 
 /// What a build of every platform produced.
@@ -270,18 +282,27 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
     let (mut plan, builder_ref) = resolve::resolve(req)?;
     let lock_state = pin::pin(ctx, &mut plan, builder_ref.as_deref(), req.locked, false)?;
     let source_tree = source::collect(&req.project, source::SRC_DIR)?;
-    let key = cache_key(&plan, &source_tree)?;
+    let (key, source_digest) = cache_key(&plan, &source_tree)?;
     timings.push(("plan", t0.elapsed().as_secs_f64()));
     let cache = ctx.cache.images()?;
     let cache_tag = key.hex();
+    let crates_file = ctx.cache.crates()?.join(format!("{cache_tag}.json"));
+    // A hit needs the image and its crate list (an entry from before kiln
+    // kept crates is rebuilt once).
     let cached = if req.no_cache || req.fresh {
         None
     } else {
-        crate::store::layout::read(&cache, Some(&cache_tag), None).ok()
+        crate::store::layout::read(&cache, Some(&cache_tag), None)
+            .ok()
+            .and_then(|img| {
+                let bytes = crate::image::read_regular(&crates_file, crate::attest::crates::MAX_METADATA).ok()?;
+                let crates: Option<crate::attest::crates::CrateGraph> = serde_json::from_slice(&bytes).ok()?;
+                Some((img, crates))
+            })
     };
     let toolchain_pinned = plan.backend == Backend::Docker;
-    let (image, cache_hit, toolchain) = match cached {
-        Some(img) => (img, true, String::from("(cached)")),
+    let (image, cache_hit, toolchain, crates) = match cached {
+        Some((img, crates)) => (img, true, String::from("(cached)"), crates),
         None => {
             let t = Instant::now();
             let builder: Box<dyn Builder> = match plan.backend {
@@ -293,6 +314,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
             let t = Instant::now();
             let image = assemble_image(ctx, &plan, &artifacts)?;
             timings.push(("assemble", t.elapsed().as_secs_f64()));
+            let crates = crates_of(&plan, &artifacts, progress)?;
             // Into the cache, so the next identical build skips the engine
             // (not a deliberately varied one: that is verify's to judge).
             if plan.variation.is_none()
@@ -302,8 +324,15 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
                     "could not store the build in the cache {} ({e})",
                     cache.display()
                 ));
+            } else if plan.variation.is_none() {
+                let _ = std::fs::create_dir_all(crates_file.parent().expect("a bucket"));
+                if let Err(e) =
+                    crate::store::blob::write_atomic(&crates_file, &serde_json::to_vec(&crates).expect("serializable"))
+                {
+                    progress.warn(&format!("could not store the crate list in the cache ({e})"));
+                }
             }
-            (image, false, artifacts.toolchain)
+            (image, false, artifacts.toolchain, crates)
         }
     };
     Ok(BuildResult {
@@ -314,7 +343,27 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
         toolchain_pinned,
         timings,
         plan,
+        crates,
+        source_digest,
     })
+}
+
+/// The crate graph from the builder's `cargo metadata` and the project's
+/// Cargo.lock. A build without it still succeeds (its SBOM lists no
+/// crates, and says so); unreadable metadata is the builder's fault and an error.
+fn crates_of(
+    plan: &Plan,
+    artifacts: &Artifacts,
+    progress: &crate::progress::Progress,
+) -> Result<Option<crate::attest::crates::CrateGraph>> {
+    let Some(md) = &artifacts.metadata else {
+        progress.warn("cargo metadata gave nothing: the SBOM will list no crates");
+        return Ok(None);
+    };
+    let lock_path = plan.project.join("Cargo.lock");
+    let lock = crate::image::read_regular(&lock_path, 64 << 20)?;
+    let lock = String::from_utf8(lock).map_err(|_| Error::format(lock_path.display().to_string(), "not UTF-8"))?;
+    crate::attest::crates::from_metadata(md, &lock, &plan.bin, plan.package.as_deref()).map(Some)
 }
 
 /// Puts the binary and the recipe's files into an image.

@@ -216,12 +216,36 @@ impl Plan {
         if let Some(p) = &self.package {
             a.extend(["--package".into(), p.clone()]);
         }
+        a.extend(self.feature_args());
+        a
+    }
+
+    fn feature_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
         if !self.features.is_empty() {
             a.extend(["--features".into(), self.features.join(",")]);
         }
         if self.no_default_features {
             a.push("--no-default-features".into());
         }
+        a
+    }
+
+    /// `cargo metadata` arguments (without `cargo`) that resolve the
+    /// build's dependency graph: its target and features, offline, for the SBOM.
+    pub fn metadata_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--offline",
+            "--filter-platform",
+        ]
+        .map(String::from)
+        .into();
+        a.push(self.target.clone());
+        a.extend(self.feature_args());
         a
     }
 

@@ -66,6 +66,23 @@ pub struct Args {
     /// image each under one index [default: [build] platforms, else the host's].
     #[arg(long = "platform", value_name = "OS/ARCH")]
     platforms: Vec<String>,
+    /// Attach no SBOMs or provenance to the image.
+    #[arg(long)]
+    no_attest: bool,
+    /// Put the build's start and finish times in the provenance (it then
+    /// differs from run to run; without this it is reproducible).
+    #[arg(long)]
+    provenance_times: bool,
+}
+
+/// One attached document in `kiln build --json`.
+#[derive(serde::Serialize)]
+struct AttachedReport {
+    #[serde(rename = "artifactType")]
+    artifact_type: String,
+    digest: String,
+    subject: String,
+    size: usize,
 }
 
 /// One platform's image in `kiln build --json`.
@@ -100,10 +117,13 @@ struct Report<'a> {
     scan: &'a kiln::scan::Report,
     /// Each platform (one entry for a single-platform build).
     platforms: Vec<PlatformReport<'a>>,
+    /// SBOMs and provenance attached to the image.
+    attached: Vec<AttachedReport>,
 }
 
 pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut outs = a
         .outs
         .iter()
@@ -157,10 +177,11 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
     // Will it start? Every platform's image is scanned; a failing one is
     // not written or pushed.
     let t = std::time::Instant::now();
-    let mut scans = Vec::new();
+    let mut scanned = Vec::new();
     for b in &all.builds {
-        scans.push(kiln::scan::scan(&b.image, kiln::scan::Options::default())?);
+        scanned.push(kiln::scan::scan_keeping_view(&b.image, kiln::scan::Options::default())?);
     }
+    let scans: Vec<kiln::scan::Report> = scanned.iter().map(|(r, _)| r.clone()).collect();
     timings.insert("scan", t.elapsed().as_secs_f64());
     let failing = scans.iter().position(|s| s.failed());
     let scan = &scans[failing.unwrap_or(0)];
@@ -195,8 +216,23 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         );
         return Ok(1);
     }
+    // SBOMs and provenance, from the same scan's view (one pass over the layers).
     let t = std::time::Instant::now();
-    outputs.put_any(&all.image)?;
+    let attached = if a.no_attest {
+        Vec::new()
+    } else {
+        let times = a.provenance_times.then(|| {
+            (
+                kiln::time::Timestamp::at(started_at).rfc3339(),
+                kiln::time::Timestamp::at(std::time::SystemTime::now()).rfc3339(),
+            )
+        });
+        kiln::attest::build::documents(&all, &scanned, times)?
+    };
+    drop(scanned);
+    timings.insert("attest", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    outputs.put_attached(&all.image, &attached)?;
     timings.insert("write", t.elapsed().as_secs_f64());
 
     let digest = all.image.digest().to_string();
@@ -234,6 +270,15 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             seconds: started.elapsed().as_secs_f64(),
             scan,
             platforms,
+            attached: attached
+                .iter()
+                .map(|d| AttachedReport {
+                    artifact_type: d.artifact_type().to_string(),
+                    digest: d.digest().to_string(),
+                    subject: d.subject().map(|s| s.digest.to_string()).unwrap_or_default(),
+                    size: d.document().len(),
+                })
+                .collect(),
         };
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);

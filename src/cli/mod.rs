@@ -45,6 +45,8 @@ mod lock;
 mod man;
 mod pull;
 mod push;
+mod referrers;
+mod sbom;
 pub mod scan;
 mod verify;
 
@@ -103,6 +105,10 @@ pub enum Command {
     Push(push::Args),
     /// Pull an image from a registry, verifying every blob.
     Pull(pull::Args),
+    /// Print an image's SBOM (CycloneDX or SPDX): the one attached at build, else made from the image.
+    Sbom(sbom::Args),
+    /// List the documents attached to an image (SBOMs, provenance).
+    Referrers(referrers::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff) for kiln or one subcommand.
@@ -231,6 +237,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(a) => registries_of(&a.against),
         Command::Scan(a) => registries_of([&a.image]),
         Command::Inspect(a) => registries_of([&a.image]),
+        Command::Sbom(a) => registries_of([&a.image]),
+        Command::Referrers(a) => registries_of([&a.image]),
         Command::Diff(a) => registries_of([&a.a, &a.b]),
         Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
         Command::Index(a) => registries_of(a.images.iter().chain(&a.outs)),
@@ -244,6 +252,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(a) => build::run(&ctx, *a, json, quiet),
         Command::Lock(a) => lock::run(&ctx, a, json),
         Command::Inspect(a) => inspect::run(&ctx, a, json),
+        Command::Sbom(a) => sbom::run(&ctx, a, quiet),
+        Command::Referrers(a) => referrers::run(&ctx, a, json),
         Command::Scan(a) => scan::run(&ctx, a, json, quiet),
         Command::Verify(a) => verify::run(&ctx, a, json),
         Command::Diff(a) => diff::run(&ctx, a, json),

@@ -34,7 +34,10 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         Some(p) => kiln::image::AnyImage::Image(registry::pull(ctx, &r, Some(p))?),
         None => registry::pull_any(ctx, &r)?,
     };
-    outputs.put_any(&any)?;
+    // What is attached to it (SBOMs, provenance) comes along where the
+    // output can hold it.
+    let attached = kiln::store::attached_to(ctx, &kiln::reference::ImageRef::Registry(r.clone()), &any)?;
+    outputs.put_attached(&any, &attached)?;
     let outs: Vec<String> = outputs.refs().iter().map(|o| o.to_string()).collect();
     if json {
         let report = Report {

@@ -42,8 +42,11 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         }
     }
     // A tag that names an index is pushed whole: children, then the index.
-    let what = kiln::store::open_any(ctx, &ImageRef::parse(&a.src)?)?;
-    let report = registry::push_any(ctx, &what, &dest, &a.tags)?;
+    // What is attached to it (SBOMs, provenance) goes along.
+    let src = ImageRef::parse(&a.src)?;
+    let what = kiln::store::open_any(ctx, &src)?;
+    let attached = kiln::store::attached_to(ctx, &src, &what)?;
+    let report = registry::push_attached(ctx, &what, &attached, &dest, &a.tags)?;
     if json {
         /// What `kiln push --json` prints: the push report, where, how long.
         #[derive(serde::Serialize)]

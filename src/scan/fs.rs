@@ -62,12 +62,26 @@ pub struct View {
     entries: BTreeMap<String, Entry>,
 }
 
-/// Files whose whole text the checks read.
-fn wants_text(path: &str) -> bool {
-    matches!(
+/// Files whose whole text the checks (and the SBOM) read, and the most
+/// bytes of each kept: the package database can be large, the rest is small.
+fn text_cap(path: &str) -> Option<u64> {
+    if matches!(
         path,
-        "etc/passwd" | "etc/group" | "etc/ld.so.conf" | "etc/nsswitch.conf"
+        "etc/passwd" | "etc/group" | "etc/ld.so.conf" | "etc/nsswitch.conf" | "etc/os-release" | "usr/lib/os-release"
     ) || path.starts_with("etc/ld.so.conf.d/")
+    {
+        return Some(1 << 20);
+    }
+    // dpkg's database: the status file, distroless's per-package
+    // status.d/ files (with their md5sums), and the file lists.
+    if path == "var/lib/dpkg/status" {
+        return Some(64 << 20);
+    }
+    if path.starts_with("var/lib/dpkg/status.d/") || (path.starts_with("var/lib/dpkg/info/") && path.ends_with(".list"))
+    {
+        return Some(4 << 20);
+    }
+    None
 }
 
 /// Bytes of an ELF's beginning kept in memory at most; tables further in
@@ -87,7 +101,7 @@ fn read_facts(path: &str, size: u64, r: &mut dyn Read) -> std::io::Result<FileFa
         memmem::Finder::new(b"SSL_CERT_FILE"),
         memmem::Finder::new(b"/etc/ssl/certs"),
     ];
-    let keep_text = wants_text(path) && size <= 1 << 20;
+    let keep_text = text_cap(path).is_some_and(|cap| size <= cap);
     let mut prefix: Vec<u8> = Vec::new();
     let mut need: u64 = 64;
     let mut is_elf: Option<bool> = None;

@@ -360,8 +360,14 @@ impl Ctx<'_> {
 
 /// Scans an image.
 pub fn scan(image: &Image, opts: Options) -> Result<Report> {
+    scan_keeping_view(image, opts).map(|(r, _)| r)
+}
+
+/// Scans an image and hands back the filesystem view it built (the SBOM
+/// reads the package database from the same single pass over the layers).
+pub fn scan_keeping_view(image: &Image, opts: Options) -> Result<(Report, View)> {
     let view = View::build(image, &fs::Limits::default())?;
-    Ok(scan_view(image, &view, opts))
+    Ok((scan_view(image, &view, opts), view))
 }
 
 /// Scans an already built view.

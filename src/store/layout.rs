@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::Sink;
 use super::blob::{BlobWriter, remove_stale};
 use super::read::{self, BlobFetch};
+use crate::attest::Artifact;
 use crate::digest::Digest;
 use crate::image::{AnyImage, BlobSource, Image, ImageIndex, VerifiedFileBlob, open_regular, read_regular};
 use crate::oci::{self, Descriptor, Index, Platform, canonical_json};
@@ -81,7 +82,7 @@ impl LayoutSink {
     /// Creates (or opens) the layout and runs `write` under its lock. A new
     /// layout that fails is removed file by file: only what this writer
     /// created, so a concurrent writer's work is never deleted.
-    fn with_lock(&self, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+    fn with_lock(&self, write: impl FnOnce(&Created) -> Result<(Descriptor, Vec<Descriptor>)>) -> Result<()> {
         // A writer that created the directory and failed removes it; one
         // waiting for the lock meanwhile holds a removed directory. It
         // notices (the path no longer names the locked inode) and starts over.
@@ -131,7 +132,11 @@ impl LayoutSink {
         r
     }
 
-    fn write_locked(&self, created: &Created, write: impl FnOnce(&Created) -> Result<Descriptor>) -> Result<()> {
+    fn write_locked(
+        &self,
+        created: &Created,
+        write: impl FnOnce(&Created) -> Result<(Descriptor, Vec<Descriptor>)>,
+    ) -> Result<()> {
         let blobs = self.dir.join("blobs");
         let sha = blobs.join("sha256");
         for d in [&blobs, &sha] {
@@ -152,7 +157,7 @@ impl LayoutSink {
             put_file(&self.dir, &layout_file, OCI_LAYOUT)?;
             created.add(layout_file);
         }
-        let mut desc = write(created)?;
+        let (mut desc, attached) = write(created)?;
         let index_path = self.dir.join("index.json");
         let mut index = read_index(&self.dir)?.unwrap_or_else(Index::empty);
         match &self.tag {
@@ -167,24 +172,42 @@ impl LayoutSink {
                 .retain(|d| d.digest != desc.digest || d.annotations.contains_key(oci::ANNOTATION_REF_NAME)),
         }
         index.manifests.push(desc);
+        // Attached documents are untagged entries with an artifactType
+        // (as ORAS keeps them); readers find them by their subject.
+        for a in attached {
+            if !index.manifests.iter().any(|m| m.digest == a.digest) {
+                index.manifests.push(a);
+            }
+        }
         put_file(&self.dir, &index_path, &canonical_json(&index))
     }
 
     /// Writes an index and every child it names (by digest, untagged), then
     /// tags the index.
     pub fn put_index(&self, index: &ImageIndex) -> Result<()> {
-        self.with_lock(|created| {
-            put_any(&self.dir, &AnyImage::Index(index.clone()), created)?;
-            Ok(index.descriptor())
-        })
+        self.put_attached(&AnyImage::Index(index.clone()), &[])
     }
 }
 
 impl Sink for LayoutSink {
     fn put(&self, image: &Image) -> Result<()> {
+        self.put_attached(&AnyImage::Image(image.clone()), &[])
+    }
+
+    fn put_attached(&self, what: &AnyImage, attached: &[Artifact]) -> Result<()> {
         self.with_lock(|created| {
-            put_image(&self.dir, image, created)?;
-            Ok(image.manifest_descriptor())
+            put_any(&self.dir, what, created)?;
+            for a in attached {
+                for (_, bytes) in a.blobs() {
+                    put_bytes(&self.dir, bytes, created)?;
+                }
+                put_bytes(&self.dir, a.manifest_bytes(), created)?;
+            }
+            let root = match what {
+                AnyImage::Image(i) => i.manifest_descriptor(),
+                AnyImage::Index(ix) => ix.descriptor(),
+            };
+            Ok((root, attached.iter().map(Artifact::descriptor).collect()))
         })
     }
 
@@ -340,6 +363,36 @@ pub fn read_any(dir: &Path, tag: Option<&str>) -> Result<AnyImage> {
     read::read_any(&LayoutFetch::new(dir), &entry(dir, tag)?)
 }
 
+/// The documents attached to `subject` in the layout: index.json entries
+/// with an artifactType whose manifest's subject is `subject`, each read
+/// whole (bounded) and checked against its digest.
+pub fn referrers(dir: &Path, subject: &Digest) -> Result<Vec<crate::attest::Artifact>> {
+    let Some(index) = read_index(dir)? else {
+        return Ok(Vec::new());
+    };
+    let f = LayoutFetch::new(dir);
+    let mut out = Vec::new();
+    for d in index.manifests.iter().filter(|d| d.artifact_type.is_some()) {
+        let bytes = f.bytes(d, read::MAX_JSON)?;
+        if Digest::of(&bytes) != d.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {} in {}", d.digest, f.location()),
+                expected: d.digest.to_string(),
+                found: Digest::of(&bytes).to_string(),
+            });
+        }
+        let m: oci::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(f.location(), format!("artifact {}: {e}", d.digest)))?;
+        if m.subject.as_ref().map(|s| &s.digest) != Some(subject) {
+            continue;
+        }
+        let Some(layer) = m.layers.first() else { continue };
+        let doc = f.bytes(layer, crate::attest::MAX_DOCUMENT)?;
+        out.push(crate::attest::Artifact::from_parts(bytes, doc)?);
+    }
+    Ok(out)
+}
+
 /// The index.json entry named by `tag` (or the only one).
 fn entry(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
     let location = format!("oci:{}", dir.display());
@@ -370,8 +423,15 @@ fn entry(dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
                     }
                 ),
             })?,
-        None => match index.manifests.as_slice() {
-            [one] => one,
+        // Attached documents are not images: "the only one" skips them.
+        None => match index
+            .manifests
+            .iter()
+            .filter(|d| d.artifact_type.is_none())
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [one] => *one,
             [] => {
                 return Err(Error::NotFound {
                     what: "an image".into(),

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod read;
 pub mod registry;
 
+use crate::attest::Artifact;
 use crate::context::Context;
 use crate::image::{AnyImage, Image};
 use crate::oci::Platform;
@@ -33,6 +34,14 @@ pub trait Sink {
                 "this output holds one image; write multi-platform images to oci:DIR or a registry",
             )),
         }
+    }
+
+    /// Writes an image or index with documents attached to it (SBOMs,
+    /// provenance). Outputs that cannot hold them (the engine, a `docker
+    /// load` archive) take the image alone.
+    fn put_attached(&self, what: &AnyImage, attached: &[Artifact]) -> Result<()> {
+        let _ = attached;
+        self.put_any(what)
     }
 }
 
@@ -90,6 +99,36 @@ impl Sink for Outputs {
     }
     fn put_any(&self, what: &AnyImage) -> Result<()> {
         self.sinks.iter().try_for_each(|s| s.put_any(what))
+    }
+    fn put_attached(&self, what: &AnyImage, attached: &[Artifact]) -> Result<()> {
+        self.sinks.iter().try_for_each(|s| s.put_attached(what, attached))
+    }
+}
+
+/// Everything attached to what `r` names: to the image or index itself and,
+/// for an index, to each child (SBOMs are per platform). Copies carry these.
+pub fn attached_to(ctx: &Context, r: &ImageRef, what: &AnyImage) -> Result<Vec<Artifact>> {
+    let mut subjects = vec![what.digest().clone()];
+    if let AnyImage::Index(_) = what {
+        subjects.extend(what.images().iter().map(|i| i.digest().clone()));
+    }
+    let mut out = Vec::new();
+    for s in &subjects {
+        out.extend(referrers(ctx, r, s)?);
+    }
+    Ok(out)
+}
+
+/// The documents attached to `subject` where `r` lives (an OCI layout or a
+/// registry; the engine and archives hold none), each read whole and verified.
+pub fn referrers(ctx: &Context, r: &ImageRef, subject: &crate::digest::Digest) -> Result<Vec<Artifact>> {
+    match r {
+        ImageRef::Oci { dir, .. } => layout::referrers(dir, subject),
+        ImageRef::Registry(reg) => registry::referrers::list(ctx, reg, subject)?
+            .iter()
+            .map(|d| registry::referrers::fetch(ctx, reg, d))
+            .collect(),
+        _ => Ok(Vec::new()),
     }
 }
 

@@ -279,6 +279,8 @@ mod tests {
         let manifest = oci::Manifest {
             schema_version: 2,
             media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+            artifact_type: None,
+            subject: None,
             config: cd.clone(),
             layers: Vec::new(),
             annotations: Default::default(),

@@ -434,6 +434,29 @@ pub fn validate(layout: &Path) -> Vec<Checked> {
     for m in index["manifests"].as_array().unwrap() {
         assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
         let manifest_bytes = blob(m);
+        if let Some(kind) = m["artifactType"].as_str() {
+            // An attached document: OCI 1.1 artifact manifest, empty
+            // config, one layer (the document), a subject in this layout.
+            schema_check("image-manifest-schema.json", &manifest_bytes, "artifact manifest");
+            let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+            assert_eq!(manifest["artifactType"], kind);
+            assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+            assert_eq!(blob(&manifest["config"]), b"{}");
+            assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+            assert_eq!(manifest["layers"][0]["mediaType"], kind);
+            let doc = blob(&manifest["layers"][0]);
+            serde_json::from_slice::<Value>(&doc).expect("an attached document is JSON");
+            let subject = manifest["subject"]["digest"].as_str().expect("a subject");
+            let subject_bytes = std::fs::read(layout.join("blobs/sha256").join(digest_hex(subject)))
+                .unwrap_or_else(|e| panic!("the subject {subject} of an attached document is not in the layout: {e}"));
+            assert_eq!(format!("sha256:{}", sha256_hex(&subject_bytes)), subject);
+            assert!(
+                m.get("annotations")
+                    .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                    .is_none()
+            );
+            continue;
+        }
         schema_check("image-manifest-schema.json", &manifest_bytes, "manifest");
         let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
         assert_eq!(manifest["mediaType"], m["mediaType"]);

@@ -19,7 +19,7 @@ use crate::store::read::{self, BlobFetch, MAX_JSON};
 use crate::{Error, Result};
 
 /// A repository of a registry, read into the content store on demand.
-struct RegistryFetch {
+pub(super) struct RegistryFetch {
     rt: tokio::runtime::Runtime,
     client: Client,
     reference: RegistryRef,
@@ -29,6 +29,12 @@ struct RegistryFetch {
 }
 
 impl RegistryFetch {
+    /// A fetch from exactly `r`'s registry (no mirrors: what is attached
+    /// to an image lives where the image was pushed).
+    pub(super) fn connect_to(ctx: &Context, r: &RegistryRef) -> Result<Self> {
+        Self::connect(ctx, r, false)
+    }
+
     fn connect(ctx: &Context, r: &RegistryRef, insecure: bool) -> Result<Self> {
         let rt = crate::store::daemon::runtime()?;
         let mut opts = ctx.registry.clone();

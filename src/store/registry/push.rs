@@ -17,6 +17,7 @@ use reqwest::{StatusCode, Url};
 use super::client::{self, Client};
 use super::locations::Locations;
 use super::{ACCEPT_MANIFESTS, RegistryRef};
+use crate::attest::Artifact;
 use crate::context::Context;
 use crate::digest::Digest;
 use crate::image::{AnyImage, BlobSource, Image};
@@ -105,6 +106,20 @@ pub fn push(ctx: &Context, image: &Image, dest: &RegistryRef, extra_tags: &[Stri
 /// Pushes an image, or an index with every child (children by digest
 /// first, then the index bytes exactly as stored), then the tags.
 pub fn push_any(ctx: &Context, what: &AnyImage, dest: &RegistryRef, extra_tags: &[String]) -> Result<PushReport> {
+    push_attached(ctx, what, &[], dest, extra_tags)
+}
+
+/// [`push_any`], then the documents attached to it (each an artifact
+/// manifest by digest, whose `subject` is the image or one of its children),
+/// then, when the registry does not index referrers itself, the referrers
+/// tag of each subject.
+pub fn push_attached(
+    ctx: &Context,
+    what: &AnyImage,
+    attached: &[Artifact],
+    dest: &RegistryRef,
+    extra_tags: &[String],
+) -> Result<PushReport> {
     let rt = crate::store::daemon::runtime()?;
     let locations = Locations::new(&ctx.cache);
     rt.block_on(async {
@@ -139,9 +154,79 @@ pub fn push_any(ctx: &Context, what: &AnyImage, dest: &RegistryRef, extra_tags: 
             )
             .await?;
         }
+        push_artifacts(&session, attached).await?;
         report.requests = session.client.stats.snapshot();
         Ok(report)
     })
+}
+
+/// Pushes artifacts and makes them findable from their subjects.
+async fn push_artifacts(s: &Session<'_>, attached: &[Artifact]) -> Result<()> {
+    if attached.is_empty() {
+        return Ok(());
+    }
+    let mut indexed_by_registry = false;
+    for a in attached {
+        for (desc, bytes) in a.blobs() {
+            let b = PushBlob {
+                desc,
+                source: Arc::new(BytesBlob(Bytes::copy_from_slice(bytes))),
+            };
+            push_blob(s, &b).await?;
+        }
+        let body = Bytes::copy_from_slice(a.manifest_bytes());
+        let put = put_manifest(
+            &s.client,
+            &s.repo,
+            &s.scopes,
+            &a.digest().to_string(),
+            oci::MEDIA_TYPE_MANIFEST,
+            &body,
+            a.digest(),
+        )
+        .await?;
+        // OCI 1.1: a registry that indexes the subject says so in OCI-Subject.
+        indexed_by_registry |= put == Put::SubjectIndexed;
+    }
+    if indexed_by_registry || super::referrers::api_supported(&s.client, &s.repo, &s.scopes, attached).await? {
+        return Ok(());
+    }
+    let mut by_subject: std::collections::BTreeMap<Digest, Vec<Descriptor>> = Default::default();
+    for a in attached {
+        if let Some(subject) = a.subject() {
+            by_subject
+                .entry(subject.digest.clone())
+                .or_default()
+                .push(a.descriptor());
+        }
+    }
+    for (subject, descs) in by_subject {
+        let tag = crate::attest::referrers_tag(&subject);
+        if let Some(index) = super::referrers::merged_tag_index(&s.client, &s.repo, &s.scopes, &tag, descs).await? {
+            let d = Digest::of(&index);
+            put_manifest(
+                &s.client,
+                &s.repo,
+                &s.scopes,
+                &tag,
+                oci::MEDIA_TYPE_INDEX,
+                &Bytes::from(index),
+                &d,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What a manifest PUT found.
+#[derive(Debug, PartialEq, Eq)]
+enum Put {
+    /// The registry already had these bytes under the reference.
+    Present,
+    Stored,
+    /// Stored, and the registry indexed its subject (OCI-Subject header).
+    SubjectIndexed,
 }
 
 fn manifest_body(what: &AnyImage) -> (String, Bytes) {
@@ -218,7 +303,7 @@ async fn put_manifest(
     media_type: &str,
     body: &Bytes,
     digest: &Digest,
-) -> Result<()> {
+) -> Result<Put> {
     let url = client.url(&format!("{repo}/manifests/{reference}"));
     // Re-pushing an unchanged image costs one HEAD here instead of a PUT.
     let head = client
@@ -236,7 +321,7 @@ async fn put_manifest(
             .and_then(|v| v.to_str().ok())
             == Some(digest.to_string().as_str())
     {
-        return Ok(());
+        return Ok(Put::Present);
     }
     let resp = client
         .send(scopes, || {
@@ -264,7 +349,10 @@ async fn put_manifest(
             found: d.to_string(),
         });
     }
-    Ok(())
+    if resp.headers().contains_key("oci-subject") {
+        return Ok(Put::SubjectIndexed);
+    }
+    Ok(Put::Stored)
 }
 
 enum Outcome {
@@ -554,5 +642,8 @@ impl crate::store::Sink for RegistrySink {
     }
     fn put_any(&self, what: &AnyImage) -> Result<()> {
         push_any(&self.ctx, what, &self.dest, &self.extra_tags).map(|_| ())
+    }
+    fn put_attached(&self, what: &AnyImage, attached: &[Artifact]) -> Result<()> {
+        push_attached(&self.ctx, what, attached, &self.dest, &self.extra_tags).map(|_| ())
     }
 }
