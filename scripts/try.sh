@@ -58,6 +58,13 @@ step "SBOMs and provenance: attached to the image at build time (its digest unch
 "$kiln" sbom --format spdx "$pushed" | grep -c '"SPDXID"' | sed 's/^/SPDX elements: /' >&2
 "$kiln" sbom "$pushed" | grep -o '"purl": "[^"]*"' | head -5 >&2
 
+step "sign it (cosign's key format and signature layout) and check the signatures"
+keys=$(mktemp -d)
+COSIGN_PASSWORD=try "$kiln" generate-key-pair --output-prefix "$keys/cosign"
+COSIGN_PASSWORD=try "$kiln" sign --key "$keys/cosign.key" "$pushed"
+"$kiln" verify-signature --attached --key "$keys/cosign.pub" "$pushed"
+rm -rf "$keys"
+
 step "docker pull $pushed and run it, then curl it"
 docker pull -q "$pushed" >/dev/null
 docker run -d --rm --name "$container" -p 127.0.0.1::8080 "$pushed" >/dev/null

@@ -27,6 +27,7 @@ pub mod progress;
 pub mod reference;
 pub mod scan;
 pub mod settings;
+pub mod sign;
 pub mod store;
 pub mod text;
 pub mod time;

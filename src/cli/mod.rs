@@ -48,6 +48,7 @@ mod push;
 mod referrers;
 mod sbom;
 pub mod scan;
+mod sign;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -107,8 +108,14 @@ pub enum Command {
     Pull(pull::Args),
     /// Print an image's SBOM (CycloneDX or SPDX): the one attached at build, else made from the image.
     Sbom(sbom::Args),
-    /// List the documents attached to an image (SBOMs, provenance).
+    /// List the documents attached to an image (SBOMs, provenance) and its signatures.
     Referrers(referrers::Args),
+    /// Sign an image in a registry (and its platforms and attached documents), cosign-compatible.
+    Sign(sign::SignArgs),
+    /// Check an image's cosign signatures against a public key.
+    VerifySignature(sign::VerifyArgs),
+    /// Make a cosign key pair (PREFIX.key encrypted with COSIGN_PASSWORD, PREFIX.pub).
+    GenerateKeyPair(sign::KeygenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff) for kiln or one subcommand.
@@ -239,6 +246,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(a) => registries_of([&a.image]),
         Command::Sbom(a) => registries_of([&a.image]),
         Command::Referrers(a) => registries_of([&a.image]),
+        Command::Sign(a) => registries_of([&a.image]),
+        Command::VerifySignature(a) => registries_of([&a.image]),
         Command::Diff(a) => registries_of([&a.a, &a.b]),
         Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
         Command::Index(a) => registries_of(a.images.iter().chain(&a.outs)),
@@ -254,6 +263,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(a) => inspect::run(&ctx, a, json),
         Command::Sbom(a) => sbom::run(&ctx, a, quiet),
         Command::Referrers(a) => referrers::run(&ctx, a, json),
+        Command::Sign(a) => sign::run_sign(&ctx, a, json, quiet),
+        Command::VerifySignature(a) => sign::run_verify(&ctx, a, json, quiet),
+        Command::GenerateKeyPair(a) => sign::run_keygen(a, quiet),
         Command::Scan(a) => scan::run(&ctx, a, json, quiet),
         Command::Verify(a) => verify::run(&ctx, a, json),
         Command::Diff(a) => diff::run(&ctx, a, json),

@@ -16,6 +16,10 @@ pub struct Args {
     /// Also tag the pushed manifest with these tags. Repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// After the push, sign the image, its platforms and its attached
+    /// documents with this cosign key (password in COSIGN_PASSWORD), as DEST.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<std::path::PathBuf>,
 }
 
 /// A registry reference, or an error that says where else to write.
@@ -46,7 +50,22 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
     let src = ImageRef::parse(&a.src)?;
     let what = kiln::store::open_any(ctx, &src)?;
     let attached = kiln::store::attached_to(ctx, &src, &what)?;
+    // The key is read (and its password checked) before anything moves.
+    let key = a.sign_key.as_deref().map(super::sign::load_key).transpose()?;
     let report = registry::push_attached(ctx, &what, &attached, &dest, &a.tags)?;
+    if let Some(key) = &key {
+        let pushed = match &dest.tag {
+            Some(_) => dest.clone(),
+            None => dest.by_digest(what.digest()),
+        };
+        let (signed, added) = kiln::sign::sign(ctx, &pushed, key, &kiln::sign::identity_of(&pushed), true)?;
+        if !quiet {
+            eprintln!(
+                "signed {} manifest(s) as {pushed} ({added} new signature(s))",
+                signed.len()
+            );
+        }
+    }
     if json {
         /// What `kiln push --json` prints: the push report, where, how long.
         #[derive(serde::Serialize)]

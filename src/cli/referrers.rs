@@ -1,7 +1,10 @@
 //! `kiln referrers`: the documents attached to an image (and to each
-//! platform's image of an index): SBOMs, provenance, signatures' artifacts.
+//! platform's image of an index): SBOMs and provenance, and the cosign
+//! signatures of the image, its platforms and those documents.
 
+use kiln::digest::Digest;
 use kiln::reference::ImageRef;
+use kiln::store::registry;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,7 +13,7 @@ pub struct Args {
     pub image: String,
 }
 
-/// One attached document in `kiln referrers --json`.
+/// One attached document or signature in `kiln referrers --json`.
 #[derive(serde::Serialize)]
 struct Entry {
     subject: String,
@@ -25,16 +28,30 @@ struct Entry {
 
 pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<u8> {
     let r = ImageRef::parse(&a.image)?;
-    let any = kiln::store::open_any(ctx, &r)?;
-    let mut subjects = vec![(any.digest().clone(), None)];
-    if let kiln::image::AnyImage::Index(_) = &any {
-        for c in any.images() {
-            subjects.push((c.digest().clone(), Some(c.platform().to_string())));
+    // The manifests: from a registry without reading any layer.
+    let subjects: Vec<(Digest, Option<String>)> = match &r {
+        ImageRef::Registry(reg) => {
+            let registry::pull::Manifests { top, children } = registry::pull::manifest_digests(ctx, reg)?;
+            std::iter::once((top, None))
+                .chain(children.into_iter().map(|(d, p)| (d, p.map(|p| p.to_string()))))
+                .collect()
         }
-    }
+        other => {
+            let any = kiln::store::open_any(ctx, other)?;
+            let mut s = vec![(any.digest().clone(), None)];
+            if let kiln::image::AnyImage::Index(_) = &any {
+                s.extend(
+                    any.images()
+                        .iter()
+                        .map(|c| (c.digest().clone(), Some(c.platform().to_string()))),
+                );
+            }
+            s
+        }
+    };
     let mut entries = Vec::new();
-    for (subject, platform) in subjects {
-        for d in kiln::store::referrers(ctx, &r, &subject)? {
+    for (subject, platform) in &subjects {
+        for d in kiln::store::referrers(ctx, &r, subject)? {
             entries.push(Entry {
                 subject: subject.to_string(),
                 platform: platform.clone(),
@@ -42,6 +59,24 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
                 digest: d.digest().to_string(),
                 size: d.document().len(),
             });
+        }
+    }
+    // cosign signatures (sha256-HEX.sig tags) of each manifest and document.
+    if let ImageRef::Registry(reg) = &r {
+        let mut signed: Vec<(String, Option<String>)> =
+            subjects.iter().map(|(d, p)| (d.to_string(), p.clone())).collect();
+        signed.extend(entries.iter().map(|e| (e.digest.clone(), e.platform.clone())));
+        for (subject, platform) in signed {
+            let d: Digest = subject.parse()?;
+            for s in registry::signatures::read(ctx, reg, &d)? {
+                entries.push(Entry {
+                    subject: subject.clone(),
+                    platform: platform.clone(),
+                    artifact_type: registry::signatures::MEDIA_TYPE.to_string(),
+                    digest: Digest::of(&s.payload).to_string(),
+                    size: s.payload.len(),
+                });
+            }
         }
     }
     if json {
@@ -53,8 +88,11 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
         return Ok(0);
     }
     for e in &entries {
-        let on = e.platform.as_deref().unwrap_or("(the image)");
-        outln!("{:<32} {}  {} bytes  on {on}", e.artifact_type, e.digest, e.size);
+        let on = match &e.platform {
+            Some(p) => format!("on {p} {}", e.subject),
+            None => format!("on {}", e.subject),
+        };
+        outln!("{:<50} {}  {} bytes  {on}", e.artifact_type, e.digest, e.size);
     }
     Ok(0)
 }

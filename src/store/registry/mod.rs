@@ -17,11 +17,12 @@ pub mod mirrors;
 pub mod pull;
 pub mod push;
 pub mod referrers;
+pub mod signatures;
 
 pub use crate::reference::RegistryRef;
 pub use client::{Client, Options, RetryPolicy};
 pub use pull::{pull, pull_any, resolve};
-pub use push::{PushReport, RegistrySink, push, push_any, push_attached};
+pub use push::{PushReport, RegistrySink, push, push_any, push_attached, push_signatures};
 
 /// What kiln accepts for a manifest GET.
 pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \

@@ -200,6 +200,31 @@ pub fn resolve(ctx: &Context, r: &RegistryRef, platform: Option<&Platform>) -> R
     Ok(root.digest)
 }
 
+/// The manifests a reference names.
+pub struct Manifests {
+    /// The index's or image's own digest.
+    pub top: Digest,
+    /// An index's children, with their platforms.
+    pub children: Vec<(Digest, Option<Platform>)>,
+}
+
+/// The digests a reference names without reading any layer: its own
+/// (index or image) and, for an index, each child's with its platform.
+pub fn manifest_digests(ctx: &Context, r: &RegistryRef) -> Result<Manifests> {
+    let (f, root) = RegistryFetch::open(ctx, r)?;
+    let bytes = read::read_json(&f, &root)?;
+    let mut children = Vec::new();
+    if read::is_index(&root.media_type, &bytes) {
+        let index: oci::Index =
+            serde_json::from_slice(&bytes).map_err(|e| Error::format(format!("index of {r}"), e.to_string()))?;
+        children = index.manifests.into_iter().map(|d| (d.digest, d.platform)).collect();
+    }
+    Ok(Manifests {
+        top: root.digest,
+        children,
+    })
+}
+
 async fn get_manifest(
     client: &Client,
     repo: &str,

@@ -160,6 +160,56 @@ pub fn push_attached(
     })
 }
 
+/// Adds cosign signatures: for each subject digest, (payload, base64
+/// signature) pairs appended to its `sha256-HEX.sig` manifest in `dest`'s
+/// repository. Returns how many were new.
+pub fn push_signatures(
+    ctx: &Context,
+    dest: &RegistryRef,
+    per_subject: &[(Digest, Vec<super::signatures::NewSignature>)],
+) -> Result<usize> {
+    let rt = crate::store::daemon::runtime()?;
+    let locations = Locations::new(&ctx.cache);
+    rt.block_on(async {
+        let client = Client::connect(dest, &ctx.registry).await?;
+        let s = Session {
+            scopes: vec![client::scope(&dest.repository, "pull,push")],
+            repo: dest.repository.clone(),
+            client,
+            locations: &locations,
+        };
+        let mut added = 0;
+        for (subject, sigs) in per_subject {
+            let Some((manifest, uploads)) =
+                super::signatures::merged(&s.client, &s.scopes, &s.repo, subject, sigs).await?
+            else {
+                continue;
+            };
+            added += uploads.len() - 1;
+            for blob in uploads {
+                let b = PushBlob {
+                    desc: Descriptor::new("application/octet-stream", Digest::of(&blob), blob.len() as u64),
+                    source: Arc::new(BytesBlob(Bytes::from(blob))),
+                };
+                push_blob(&s, &b).await?;
+            }
+            let d = Digest::of(&manifest);
+            let tag = super::signatures::tag(subject);
+            put_manifest(
+                &s.client,
+                &s.repo,
+                &s.scopes,
+                &tag,
+                oci::MEDIA_TYPE_MANIFEST,
+                &Bytes::from(manifest),
+                &d,
+            )
+            .await?;
+        }
+        Ok(added)
+    })
+}
+
 /// Pushes artifacts and makes them findable from their subjects.
 async fn push_artifacts(s: &Session<'_>, attached: &[Artifact]) -> Result<()> {
     if attached.is_empty() {

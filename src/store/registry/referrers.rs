@@ -17,28 +17,39 @@ use crate::{Error, Result};
 
 const ACCEPT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// GETs a referrers index (API or tag); None when the registry has none (404).
-async fn get_index(client: &Client, scopes: &[String], path: &str, what: &str) -> Result<Option<Index>> {
+/// GETs `path` (a manifest by tag, the referrers API) with `accept`;
+/// None when the registry has nothing there (404, or an unknown route:
+/// distribution 2.8 answers those 404 and some registries 400/405).
+pub(super) async fn get_optional(
+    client: &Client,
+    scopes: &[String],
+    path: &str,
+    accept: &str,
+    what: &str,
+) -> Result<Option<bytes::Bytes>> {
     let url = client.url(path);
     let resp = client
-        .get_following(scopes, url, Some(ACCEPT_INDEX), client.opts.retry.attempts)
+        .get_following(scopes, url, Some(accept), client.opts.retry.attempts)
         .await?;
     match resp.status() {
-        s if s.is_success() => {
-            let body = client.read_capped(resp, MAX_JSON, what).await?;
-            let index: Index = serde_json::from_slice(&body).map_err(|e| {
-                Error::format(
-                    format!("{} {what}", client.registry),
-                    format!("not an image index: {e}"),
-                )
-            })?;
-            Ok(Some(index))
-        }
-        // No such route, no such tag; distribution 2.8 answers unknown
-        // routes 404 and some registries 400/405.
+        s if s.is_success() => Ok(Some(client.read_capped(resp, MAX_JSON, what).await?)),
         StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => Ok(None),
         _ => Err(client.error_from(&format!("reading {what}"), resp).await),
     }
+}
+
+/// GETs a referrers index (API or tag); None when the registry has none.
+async fn get_index(client: &Client, scopes: &[String], path: &str, what: &str) -> Result<Option<Index>> {
+    let Some(body) = get_optional(client, scopes, path, ACCEPT_INDEX, what).await? else {
+        return Ok(None);
+    };
+    let index: Index = serde_json::from_slice(&body).map_err(|e| {
+        Error::format(
+            format!("{} {what}", client.registry),
+            format!("not an image index: {e}"),
+        )
+    })?;
+    Ok(Some(index))
 }
 
 /// Whether the registry serves the referrers API (asked about the first
