@@ -2,8 +2,8 @@
 //! examples/with-deps is checked by independent validators (pyspdxtools and
 //! the SPDX 2.3 schema, cyclonedx-python-lib's strict 1.6 validator, the
 //! in-toto/SLSA v1 schemas under tests/attest), lists exactly the crates
-//! `cargo tree -e normal --target T` prints, is byte-identical after a cold
-//! rebuild in another checkout, leaves the image digest alone, and travels
+//! `cargo tree -e normal --target T` prints, is byte-identical across two
+//! cold builds in two checkouts, leaves the image digest alone, and travels
 //! with `kiln push` to a registry without a referrers API (the referrers
 //! tag, read back by skopeo).
 
@@ -71,7 +71,7 @@ fn with_deps_sboms_and_provenance_validate_match_cargo_tree_rebuild_identically_
         .kiln()
         .current_dir(&project)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "--json", "--out"])
+        .args(["build", "--json", "--fresh", "--out"])
         .arg(format!("oci:{}:1", layout.display())));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = r["digest"].as_str().unwrap().to_string();
@@ -140,7 +140,7 @@ fn with_deps_sboms_and_provenance_validate_match_cargo_tree_rebuild_identically_
         "{deps:?}"
     );
 
-    // A cold rebuild in another checkout: the same image, the same documents.
+    // A second cold build in another checkout: the same image, the same documents.
     let other = checkout(&sb.join("b/elsewhere"));
     let layout2 = sb.join("layout2");
     let out = ok(sb
@@ -173,6 +173,33 @@ fn with_deps_sboms_and_provenance_validate_match_cargo_tree_rebuild_identically_
     let bare: Value = serde_json::from_slice(&bare.stdout).unwrap();
     assert_eq!(bare["digest"], r["digest"]);
     assert_eq!(bare["attached"], serde_json::json!([]));
+
+    // A rebuild that moves the tag leaves only the new image's documents
+    // listed in the layout.
+    let moved = ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000001")
+        .args(["build", "--json", "--out"])
+        .arg(format!("oci:{}:1", layout.display())));
+    let moved: Value = serde_json::from_slice(&moved.stdout).unwrap();
+    assert_ne!(moved["digest"], r["digest"]);
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let artifacts: Vec<&Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"].is_string())
+        .collect();
+    assert_eq!(artifacts.len(), 3, "{index:#}");
+    validate(&layout);
+    // Back to the first image (from the cache) for what follows.
+    ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--quiet", "--out"])
+        .arg(format!("oci:{}:1", layout.display())));
 
     // Pushed with the image: the registry (no referrers API) gets the
     // referrers tag, which skopeo reads as an index of the three.

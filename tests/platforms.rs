@@ -132,6 +132,40 @@ fn hello_http_as_a_two_platform_index_runs_on_both_and_rebuilds_identically() {
         listed.contains("(2 platforms)") && listed.contains("linux/arm64/v8"),
         "{listed}"
     );
+    // Each platform has its SBOMs, the index its provenance; the push carried them.
+    for at in [&local_ref, &pushed] {
+        let listed = ok(sb.kiln().args(["referrers", "--json", at]));
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let mut seen: Vec<(String, String)> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["platform"].as_str().unwrap_or("index").to_string(),
+                    e["artifactType"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let want: Vec<(String, String)> = [
+            ("index", "application/vnd.in-toto+json"),
+            ("linux/amd64", "application/spdx+json"),
+            ("linux/amd64", "application/vnd.cyclonedx+json"),
+            ("linux/arm64/v8", "application/spdx+json"),
+            ("linux/arm64/v8", "application/vnd.cyclonedx+json"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(seen, want, "{at}: {listed:#}");
+    }
+    let arm_sbom = ok(sb.kiln().args(["sbom", "--platform", "linux/arm64", &pushed]));
+    let arm_sbom: serde_json::Value = serde_json::from_slice(&arm_sbom.stdout).unwrap();
+    assert_eq!(
+        arm_sbom["metadata"]["component"]["properties"][0]["value"],
+        "linux/arm64/v8"
+    );
     let same = sb.kiln().args(["diff", &local_ref, &pushed]).output().unwrap();
     assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stdout));
 
@@ -382,9 +416,19 @@ fn both_examples_as_two_platform_indexes_answer_http_on_both_platforms() {
                 "--push",
                 &pushed,
             ]));
-        for platform in ["linux/amd64", "linux/arm64"] {
+        for (platform, arch_word) in [("linux/amd64", "x86-64"), ("linux/arm64", "ARM aarch64")] {
             ok(Command::new("docker").args(["pull", "-q", "--platform", platform, &pushed]));
             serves(&mut engine, &pushed, platform, expect);
+            let bin = sb.join(format!("{example}-{}", platform.replace('/', "-")));
+            binary_of(
+                &mut engine,
+                &pushed,
+                platform,
+                &format!("/usr/local/bin/{example}"),
+                &bin,
+            );
+            let said = file_says(&bin);
+            assert!(said.contains(arch_word), "{example} {platform}: {said}");
         }
         if example == "with-deps" {
             // The index with dependencies rebuilds identically too (hello-http's

@@ -179,6 +179,7 @@ impl LayoutSink {
                 index.manifests.push(a);
             }
         }
+        prune_orphans(&self.dir, &mut index);
         put_file(&self.dir, &index_path, &canonical_json(&index))
     }
 
@@ -361,6 +362,36 @@ pub fn read(dir: &Path, tag: Option<&str>, platform: Option<&Platform>) -> Resul
 /// Reads what `tag` names, whole: an image, or an index with its children.
 pub fn read_any(dir: &Path, tag: Option<&str>) -> Result<AnyImage> {
     read::read_any(&LayoutFetch::new(dir), &entry(dir, tag)?)
+}
+
+/// Drops documents whose image no entry names any more (a rebuild moved
+/// the tag): the documents of every image or index still listed, and of
+/// their children, stay. Their blobs stay too (a layout never deletes a
+/// blob another writer may be linking to).
+fn prune_orphans(dir: &Path, index: &mut Index) {
+    let f = LayoutFetch::new(dir);
+    let mut live: std::collections::HashSet<Digest> = std::collections::HashSet::new();
+    for m in index.manifests.iter().filter(|m| m.artifact_type.is_none()) {
+        live.insert(m.digest.clone());
+        if read::is_index(&m.media_type, b"")
+            && let Ok(bytes) = f.bytes(m, read::MAX_JSON)
+            && let Ok(ix) = serde_json::from_slice::<Index>(&bytes)
+        {
+            live.extend(ix.manifests.into_iter().map(|c| c.digest));
+        }
+    }
+    index.manifests.retain(|m| {
+        if m.artifact_type.is_none() || m.annotations.contains_key(oci::ANNOTATION_REF_NAME) {
+            return true;
+        }
+        // Unreadable or subject-less entries are someone else's: kept.
+        let subject = f
+            .bytes(m, read::MAX_JSON)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<oci::Manifest>(&b).ok())
+            .and_then(|am| am.subject.map(|s| s.digest));
+        subject.is_none_or(|s| live.contains(&s))
+    });
 }
 
 /// The documents attached to `subject` in the layout: index.json entries
