@@ -750,18 +750,21 @@ fn a_push_makes_exactly_the_requests_it_made_before() {
     // One layer and a config.
     let (src, _) = make_image(&sb, "count", "count-requests", 100_000);
     let proxy = FaultProxy::start(&reg.addr, |_, _| None);
-    // New repository: per blob a HEAD, a POST and a PUT; the manifest's HEAD and PUT.
+    // New repository: per blob a HEAD, a POST and a PUT; the manifest's HEAD
+    // and PUT; then the tag's release history (a GET of it, the empty blob's
+    // HEAD, POST and PUT, the history manifest's HEAD and PUT).
     let [seen, reported] = push_counted(&sb, &proxy, &src, "kiln/count:v1");
-    let want = counts(&[("HEAD", 3), ("POST", 2), ("PUT", 3)]);
+    let want = counts(&[("GET", 1), ("HEAD", 5), ("POST", 3), ("PUT", 5)]);
     assert_eq!(seen, want, "a new push");
     assert_eq!(reported, want, "a new push, as kiln reports it");
     // Unchanged: HEADs only.
     let [seen, reported] = push_counted(&sb, &proxy, &src, "kiln/count:v1");
     let want = counts(&[("HEAD", 3)]);
     assert_eq!((&seen, &reported), (&want, &want), "a re-push");
-    // Another repository on the same registry: blobs mounted (one POST each).
+    // Another repository on the same registry: blobs mounted (one POST
+    // each), and the new tag's history as above.
     let [seen, reported] = push_counted(&sb, &proxy, &src, "kiln/count-two:v1");
-    let want = counts(&[("HEAD", 3), ("POST", 2), ("PUT", 1)]);
+    let want = counts(&[("GET", 1), ("HEAD", 5), ("POST", 3), ("PUT", 3)]);
     assert_eq!((&seen, &reported), (&want, &want), "a push to a second repository");
     assert_eq!(proxy.faults(), 0);
 }

@@ -38,6 +38,7 @@ mod assemble;
 mod build;
 mod completions;
 mod diff;
+mod history;
 mod index;
 mod init;
 mod inspect;
@@ -116,6 +117,10 @@ pub enum Command {
     VerifySignature(sign::VerifyArgs),
     /// Make a cosign key pair (PREFIX.key encrypted with COSIGN_PASSWORD, PREFIX.pub).
     GenerateKeyPair(sign::KeygenArgs),
+    /// Show a tag's release history (every move kiln made), kept in the registry.
+    History(history::HistoryArgs),
+    /// Point a tag back at an earlier release, byte for byte, and record it.
+    Rollback(history::RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff) for kiln or one subcommand.
@@ -248,6 +253,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Referrers(a) => registries_of([&a.image]),
         Command::Sign(a) => registries_of([&a.image]),
         Command::VerifySignature(a) => registries_of([&a.image]),
+        Command::History(a) => registries_of([&a.image]),
+        Command::Rollback(a) => registries_of([&a.image]),
         Command::Diff(a) => registries_of([&a.a, &a.b]),
         Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
         Command::Index(a) => registries_of(a.images.iter().chain(&a.outs)),
@@ -266,6 +273,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sign(a) => sign::run_sign(&ctx, a, json, quiet),
         Command::VerifySignature(a) => sign::run_verify(&ctx, a, json, quiet),
         Command::GenerateKeyPair(a) => sign::run_keygen(a, quiet),
+        Command::History(a) => history::run_history(&ctx, a, json),
+        Command::Rollback(a) => history::run_rollback(&ctx, a, json, quiet),
         Command::Scan(a) => scan::run(&ctx, a, json, quiet),
         Command::Verify(a) => verify::run(&ctx, a, json),
         Command::Diff(a) => diff::run(&ctx, a, json),

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod history;
 pub mod locations;
 pub mod mirrors;
 pub mod pull;

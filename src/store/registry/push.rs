@@ -49,13 +49,13 @@ fn read_stream(mut r: Box<dyn std::io::Read + Send>) -> impl futures_util::Strea
 }
 
 /// A blob to push: its descriptor and where to read it.
-struct PushBlob {
-    desc: Descriptor,
-    source: Arc<dyn BlobSource>,
+pub(super) struct PushBlob {
+    pub(super) desc: Descriptor,
+    pub(super) source: Arc<dyn BlobSource>,
 }
 
 #[derive(Debug)]
-struct BytesBlob(Bytes);
+pub(super) struct BytesBlob(pub(super) Bytes);
 
 impl BlobSource for BytesBlob {
     fn open(&self) -> Result<Box<dyn std::io::Read + Send>> {
@@ -76,11 +76,11 @@ pub struct PushReport {
 
 /// One authenticated session for a push: the client (tokens, retry budget,
 /// request counts) is shared by an index and every child it pushes.
-struct Session<'a> {
-    client: Client,
-    repo: String,
-    scopes: Vec<String>,
-    locations: &'a Locations,
+pub(super) struct Session<'a> {
+    pub(super) client: Client,
+    pub(super) repo: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) locations: &'a Locations,
 }
 
 impl Session<'_> {
@@ -142,8 +142,9 @@ pub fn push_attached(
         if tags.is_empty() {
             tags.push(what.digest().to_string());
         }
+        let mut moved = Vec::new();
         for t in &tags {
-            put_manifest(
+            let put = put_manifest(
                 &session.client,
                 &session.repo,
                 &session.scopes,
@@ -153,6 +154,27 @@ pub fn push_attached(
                 what.digest(),
             )
             .await?;
+            if let Put::Stored { previous } = put
+                && dest.digest.is_none()
+                && crate::reference::valid_tag(t)
+            {
+                moved.push((t.clone(), previous));
+            }
+        }
+        // Each tag that moved gets the move in its release history.
+        for (t, previous) in moved {
+            let mv = super::history::new_move(previous, what.digest().clone(), &media_type, "push");
+            super::history::record(&session, &t, mv).await.map_err(|e| Error::Registry {
+                registry: session.client.registry.clone(),
+                status: 0,
+                code: "HISTORY".into(),
+                message: format!(
+                    "{}:{t} now names {}, but its release history could not be written ({e}); `kiln rollback` will not know this release",
+                    session.repo,
+                    what.digest()
+                ),
+                retryable: false,
+            })?;
         }
         push_artifacts(&session, attached).await?;
         report.requests = session.client.stats.snapshot();
@@ -271,10 +293,11 @@ async fn push_artifacts(s: &Session<'_>, attached: &[Artifact]) -> Result<()> {
 
 /// What a manifest PUT found.
 #[derive(Debug, PartialEq, Eq)]
-enum Put {
+pub(super) enum Put {
     /// The registry already had these bytes under the reference.
     Present,
-    Stored,
+    /// Stored; the reference named `previous` before (None: nothing).
+    Stored { previous: Option<Digest> },
     /// Stored, and the registry indexed its subject (OCI-Subject header).
     SubjectIndexed,
 }
@@ -344,8 +367,10 @@ async fn push_blobs(s: &Session<'_>, image: &Image) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
-/// PUTs manifest bytes exactly as hashed and checks the registry agrees on the digest.
-async fn put_manifest(
+/// PUTs manifest bytes exactly as hashed and checks the registry agrees on
+/// the digest. The HEAD before it (which skips an unchanged re-push) also
+/// tells what the reference named before.
+pub(super) async fn put_manifest(
     client: &Client,
     repo: &str,
     scopes: &[String],
@@ -364,13 +389,15 @@ async fn put_manifest(
                 .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
         })
         .await?;
-    if head.status().is_success()
-        && head
-            .headers()
+    let previous: Option<Digest> = if head.status().is_success() {
+        head.headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            == Some(digest.to_string().as_str())
-    {
+            .and_then(|v| v.parse().ok())
+    } else {
+        None
+    };
+    if previous.as_ref() == Some(digest) {
         return Ok(Put::Present);
     }
     let resp = client
@@ -402,10 +429,10 @@ async fn put_manifest(
     if resp.headers().contains_key("oci-subject") {
         return Ok(Put::SubjectIndexed);
     }
-    Ok(Put::Stored)
+    Ok(Put::Stored { previous })
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Skipped,
     Mounted,
     Uploaded(u64),
@@ -421,7 +448,7 @@ async fn blob_exists(client: &Client, repo: &str, scopes: &[String], d: &Digest)
     })
 }
 
-async fn push_blob(s: &Session<'_>, b: &PushBlob) -> Result<Outcome> {
+pub(super) async fn push_blob(s: &Session<'_>, b: &PushBlob) -> Result<Outcome> {
     let (client, repo, scopes) = (&s.client, s.repo.as_str(), s.scopes.as_slice());
     let d = &b.desc.digest;
     if blob_exists(client, repo, scopes, d).await? {
