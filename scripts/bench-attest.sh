@@ -74,9 +74,9 @@ $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), RUNS=$RUNS (median).
 | of which \`attest\` (two SBOMs and the provenance, from the scan's view) | $(secs "$attest") | $share of the build (goal ≤ 3%) |
 | \`cargo metadata\` for the crate list (runs in the builder in every build; host cargo, same project) | $md | $(awk -v a="$md" -v w="$with" 'BEGIN { printf "%.2f%%", a * 100 / w }') of the build |
 | the same build with \`--no-attest\` (cold builds vary by a few seconds run to run) | $(secs "$without") | $(ratio "$with" "$without")× |
-| \`kiln sbom --format spdx\` of the dev-env builder ($pkgs packages, $size compressed bytes; blobs in the content store) | $sbom | $(ratio "$sbom" "$scan")× \`kiln scan --all\` of it |
+| \`kiln sbom --format spdx\` of the dev-env builder ($pkgs packages, $size compressed bytes; blobs in the content store) | $sbom | $(ratio "$sbom" "$scan")× \`kiln scan --all\`, $(ratio "$sbom" "$gz")× \`gzip -dc\` |
 | \`kiln scan --all\` of the same image (the same single pass over every layer) | $scan | 1.00× |
-| \`gzip -dc\` of its layers to /dev/null (the floor: decompression alone) | $gz | $(ratio "$sbom" "$gz")× is kiln sbom's |
+| \`gzip -dc\` of its layers to /dev/null (decompression alone, GNU gzip) | $gz | 1.00× |
 
 The SBOM's own work (dpkg records, ownership, rendering) is small; reading an image means
 decompressing every layer once, and that pass is what the builder rows measure. The goal of ≤ 1 s

@@ -53,6 +53,9 @@ step "kiln push to the local registry ($pushed), then a re-push (HEADs only)"
 "$kiln" push oci:target/kiln/image:latest "$pushed"
 "$kiln" push --json oci:target/kiln/image:latest "$pushed" | grep -A3 '"requests"' >&2
 
+step "release history: every push that moves the tag is recorded in the registry (kiln rollback puts an earlier release back)"
+"$kiln" history "$pushed"
+
 step "SBOMs and provenance: attached to the image at build time (its digest unchanged), pushed along; the registry has no referrers API, so kiln keeps the referrers tag"
 "$kiln" referrers "$pushed"
 "$kiln" sbom --format spdx "$pushed" | grep -c '"SPDXID"' | sed 's/^/SPDX elements: /' >&2
