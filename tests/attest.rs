@@ -225,6 +225,79 @@ fn with_deps_sboms_and_provenance_validate_match_cargo_tree_rebuild_identically_
     assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "{index}");
     let from_registry = ok(sb.kiln().args(["sbom", "--format", "cyclonedx", &pushed]));
     assert_eq!(from_registry.stdout, cdx);
+    // A referrers list is writable by anyone who can push: another image's
+    // SBOM listed under this image's referrers tag is not taken for its own.
+    let other_layout = sb.join("other-layout");
+    ok(sb
+        .kiln()
+        .current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000001")
+        .args(["build", "--quiet", "--out"])
+        .arg(format!("oci:{}:1", other_layout.display())));
+    let other = format!("{repo_ref}:other");
+    ok(sb
+        .kiln()
+        .args(["push", "--quiet"])
+        .arg(format!("oci:{}:1", other_layout.display()))
+        .arg(&other));
+    let other_docs = ok(sb.kiln().args(["referrers", "--json", &other]));
+    let other_docs: Value = serde_json::from_slice(&other_docs.stdout).unwrap();
+    let foreign = other_docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["artifactType"] == "application/vnd.cyclonedx+json")
+        .unwrap();
+    let reg = &dev_env()["KILN_REGISTRY"];
+    let repo_path = repo_ref.strip_prefix(&format!("{reg}/")).unwrap();
+    let tag_url = format!(
+        "http://{reg}/v2/{repo_path}/manifests/sha256-{}",
+        digest.trim_start_matches("sha256:")
+    );
+    let mut forged = index.clone();
+    forged["manifests"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cyclonedx+json",
+            "digest": foreign["digest"],
+            "size": 666,
+        }),
+    );
+    // The real size of the foreign artifact manifest.
+    let foreign_manifest = ok(Command::new("curl").args([
+        "-fsS",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!(
+            "http://{reg}/v2/{repo_path}/manifests/{}",
+            foreign["digest"].as_str().unwrap()
+        ),
+    ]));
+    forged["manifests"][0]["size"] = serde_json::json!(foreign_manifest.stdout.len());
+    ok(Command::new("curl").args([
+        "-fsS",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &forged.to_string(),
+        &tag_url,
+    ]));
+    let listed = ok(sb.kiln().args(["referrers", "--json", &pushed]));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "the foreign SBOM is not listed: {listed:#}"
+    );
+    let still = ok(sb.kiln().args(["sbom", "--format", "cyclonedx", &pushed]));
+    assert_eq!(
+        still.stdout, cdx,
+        "kiln sbom gives this image's SBOM, not the one listed first"
+    );
+
     // The image itself is untouched by what was attached.
     let inspected = ok(sb.kiln().args(["inspect", "--json", &pushed]));
     let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();

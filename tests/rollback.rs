@@ -113,4 +113,20 @@ fn push_history_rollback_byte_for_byte_and_a_deleted_release_is_refused() {
         4,
         "a failed rollback records nothing"
     );
+
+    // Steps count releases back from where the tag is: after v3 is pushed
+    // again and rolled back to v2, another `--steps 1` goes on to v1 (here
+    // deleted, so refused by name), never forward to v3.
+    ok(sb.kiln().args(["push", "--quiet", &layout3, &prod]));
+    let rb = ok(sb.kiln().args(["rollback", "--json", "--steps", "1", &prod]));
+    let rb: Value = serde_json::from_slice(&rb.stdout).unwrap();
+    assert_eq!(rb["to"], digests[1]);
+    let back = sb.kiln().args(["rollback", "--steps", "1", &prod]).output().unwrap();
+    assert_eq!(back.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&back.stderr).contains(&digests[0]),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(raw(&prod), v2_raw);
 }

@@ -138,7 +138,9 @@ pub fn provenance_of(all: &BuildAll, run_times: Option<(String, String)>) -> Res
             "sha256 of the source tree as kiln uploads it: an uncompressed tar, sorted, mtime 0".into(),
         )],
     });
-    if let Ok(lock) = crate::image::read_regular(&plan.project.join("Cargo.lock"), 64 << 20) {
+    if let Ok(lock) = crate::image::read_regular(&plan.project.join("Cargo.lock"), 64 << 20)
+        && lock.len() as u64 <= 64 << 20
+    {
         resolved.push(Resolved {
             name: Some("Cargo.lock".into()),
             uri: None,

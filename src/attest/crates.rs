@@ -24,25 +24,44 @@ pub enum CrateSource {
     Path,
 }
 
+/// A URL without its `user:password@` part: credentials in a registry or
+/// git URL never reach a document.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl CrateSource {
     /// Parses cargo's source id (`registry+URL`, `sparse+URL`, `git+URL?…#COMMIT`); None is a path.
     fn parse(source: Option<&str>) -> CrateSource {
         let Some(s) = source else { return CrateSource::Path };
         if let Some(url) = s.strip_prefix("registry+") {
-            return CrateSource::Registry { index: url.to_string() };
+            return CrateSource::Registry {
+                index: without_userinfo(url),
+            };
         }
-        if s.starts_with("sparse+") {
-            return CrateSource::Registry { index: s.to_string() };
+        if let Some(url) = s.strip_prefix("sparse+") {
+            return CrateSource::Registry {
+                index: format!("sparse+{}", without_userinfo(url)),
+            };
         }
         if let Some(rest) = s.strip_prefix("git+") {
             let (url, commit) = rest.split_once('#').unwrap_or((rest, ""));
             let url = url.split('?').next().unwrap_or(url);
             return CrateSource::Git {
-                url: url.to_string(),
+                url: without_userinfo(url),
                 commit: commit.to_string(),
             };
         }
-        CrateSource::Registry { index: s.to_string() }
+        CrateSource::Registry {
+            index: without_userinfo(s),
+        }
     }
 
     /// Whether this is crates.io (its purls need no repository qualifier).
@@ -329,6 +348,23 @@ checksum = "cccc"
         assert_eq!(g.crates[0].deps, ["serde@1.0.1", "x@0.2.0"]);
         // No build path anywhere in what is kept.
         assert!(!serde_json::to_string(&g).unwrap().contains("/kiln/src"));
+    }
+
+    #[test]
+    fn credentials_in_source_urls_are_dropped() {
+        assert_eq!(
+            CrateSource::parse(Some("git+https://user:tok@example.com/x.git?rev=1#abc")),
+            CrateSource::Git {
+                url: "https://example.com/x.git".into(),
+                commit: "abc".into()
+            }
+        );
+        assert_eq!(
+            CrateSource::parse(Some("sparse+https://t@reg.example/index/")),
+            CrateSource::Registry {
+                index: "sparse+https://reg.example/index/".into()
+            }
+        );
     }
 
     #[test]

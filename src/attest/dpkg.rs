@@ -51,51 +51,72 @@ impl Distro {
     }
 }
 
-/// dpkg control stanzas: `Field: value`, continuation lines start with
-/// whitespace, stanzas are separated by blank lines. Field names are
-/// case-insensitive; kiln keeps the few it reads.
-fn stanzas(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut out = Vec::new();
-    let mut cur: BTreeMap<String, String> = BTreeMap::new();
+/// The most packages kiln lists from one image.
+pub const MAX_PACKAGES: usize = 100_000;
+
+/// The fields of one dpkg stanza kiln reads.
+#[derive(Default)]
+struct Stanza {
+    package: Option<String>,
+    version: Option<String>,
+    architecture: Option<String>,
+    source: Option<String>,
+    status: Option<String>,
+}
+
+/// Installed packages from dpkg control stanzas (`Field: value`,
+/// continuation lines start with whitespace, stanzas separated by blank
+/// lines; field names case-insensitive). One stanza's few fields are held
+/// at a time: memory follows the packages found, not the text.
+fn parse_packages(text: &str, out: &mut Vec<DebPackage>) {
+    let mut cur = Stanza::default();
+    let flush = |cur: &mut Stanza, out: &mut Vec<DebPackage>| {
+        let st = std::mem::take(cur);
+        if out.len() < MAX_PACKAGES
+            && let Some(p) = package_of(st)
+        {
+            out.push(p);
+        }
+    };
     for line in text.lines() {
         if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
+            flush(&mut cur, out);
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            // A continuation (descriptions, conffiles): not needed.
             continue;
         }
-        if let Some((k, v)) = line.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            cur.insert(k, v.trim().to_string());
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = || Some(v.trim().to_string());
+        match k.trim().to_ascii_lowercase().as_str() {
+            "package" => cur.package = v(),
+            "version" => cur.version = v(),
+            "architecture" => cur.architecture = v(),
+            "source" => cur.source = v(),
+            "status" => cur.status = v(),
+            _ => {}
         }
     }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+    flush(&mut cur, out);
 }
 
-fn package_of(st: &BTreeMap<String, String>) -> Option<DebPackage> {
+fn package_of(st: Stanza) -> Option<DebPackage> {
     // A status stanza says whether it is installed; status.d stanzas do not.
-    if let Some(status) = st.get("status")
+    if let Some(status) = &st.status
         && !status.ends_with(" installed")
     {
         return None;
     }
-    let name = st.get("package")?.clone();
-    let version = st.get("version")?.clone();
+    let name = st.package?;
+    let version = st.version?;
     let source = st
-        .get("source")
-        .map(|s| s.split_whitespace().next().unwrap_or(s).to_string())
-        .filter(|s| *s != name);
+        .source
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+        .filter(|s| !s.is_empty() && *s != name);
     Some(DebPackage {
         name,
         version,
-        architecture: st.get("architecture").cloned().unwrap_or_default(),
+        architecture: st.architecture.unwrap_or_default(),
         source,
         files: Vec::new(),
     })
@@ -105,7 +126,7 @@ fn package_of(st: &BTreeMap<String, String>) -> Option<DebPackage> {
 pub fn packages(view: &View) -> Vec<DebPackage> {
     let mut pkgs: Vec<DebPackage> = Vec::new();
     if let Some(text) = view.text("var/lib/dpkg/status") {
-        pkgs.extend(stanzas(text).iter().filter_map(package_of));
+        parse_packages(text, &mut pkgs);
     }
     let mut md5sums: HashMap<String, &str> = HashMap::new();
     for path in view.children("var/lib/dpkg/status.d") {
@@ -114,7 +135,7 @@ pub fn packages(view: &View) -> Vec<DebPackage> {
         if let Some(name) = file.strip_suffix(".md5sums") {
             md5sums.insert(name.to_string(), text);
         } else {
-            pkgs.extend(stanzas(text).iter().filter_map(package_of));
+            parse_packages(text, &mut pkgs);
         }
     }
     for p in &mut pkgs {
@@ -245,6 +266,31 @@ mod tests {
     }
 
     #[test]
+    fn many_small_records_keep_no_more_text_than_the_budget() {
+        // 1,000 status.d files of 1 KiB each, with a 64 KiB text budget.
+        let names: Vec<String> = (0..1000).map(|i| format!("var/lib/dpkg/status.d/p{i:04}")).collect();
+        let bodies: Vec<String> = (0..1000)
+            .map(|i| format!("Package: p{i:04}\nVersion: 1\nDescription: {}\n", "x".repeat(1000)))
+            .collect();
+        let body = &bodies[0];
+        let entries: Vec<Entry> = names
+            .iter()
+            .zip(&bodies)
+            .map(|(n, b)| (n.as_str(), None, Some(b.as_bytes())))
+            .collect();
+        let tar = layer(&entries);
+        let limits = Limits {
+            max_text: 64 << 10,
+            ..Limits::default()
+        };
+        let mut v = View::default();
+        v.apply_layer(0, &mut tar.as_slice(), "t", &limits).unwrap();
+        let kept = names.iter().filter(|n| v.text(n).is_some()).count();
+        assert!(kept > 0 && kept * body.len() <= 64 << 10, "{kept}");
+        assert_eq!(packages(&v).len(), kept);
+    }
+
+    #[test]
     fn distroless_status_d_with_md5sums() {
         let tar = layer(&[
             (
@@ -270,9 +316,22 @@ mod tests {
 
     #[test]
     fn garbage_is_no_packages_not_a_panic() {
-        for junk in ["", ":::\n\n", "Package: x\n", "\u{0}\u{1}", "Version: 1\n"] {
-            let s = stanzas(junk);
-            assert!(s.iter().filter_map(package_of).count() <= 1);
+        for junk in [
+            "",
+            ":::\n\n",
+            "Package: x\n",
+            "\u{0}\u{1}",
+            "Version: 1\n",
+            "Package:\nVersion:\n",
+        ] {
+            let mut out = Vec::new();
+            parse_packages(junk, &mut out);
+            assert!(out.len() <= 1, "{junk:?}");
         }
+        // Many stanzas: capped.
+        let many = "Package: p\nVersion: 1\n\n".repeat(MAX_PACKAGES + 10);
+        let mut out = Vec::new();
+        parse_packages(&many, &mut out);
+        assert_eq!(out.len(), MAX_PACKAGES);
     }
 }

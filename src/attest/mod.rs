@@ -26,7 +26,13 @@ use crate::{Error, Result};
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 
 /// The most bytes of one attached document kiln reads back.
-pub const MAX_DOCUMENT: u64 = 64 << 20;
+pub const MAX_DOCUMENT: u64 = 16 << 20;
+/// The most documents kiln reads for one subject, and the most bytes of
+/// documents one command holds: a registry listing thousands of entries
+/// (all pointing at one large blob) gets an error, not kiln's memory.
+pub const MAX_REFERRERS: usize = 64;
+/// See [`MAX_REFERRERS`].
+pub const MAX_REFERRER_BYTES: u64 = 128 << 20;
 
 /// One document attached to an image.
 #[derive(Debug, Clone)]
@@ -77,6 +83,21 @@ impl Artifact {
                 ));
             }
         };
+        // The shape kiln writes (an artifactType naming the layer's type, the
+        // empty config, a subject): what kiln copies on is always complete.
+        let empty = empty_descriptor();
+        if manifest.config.digest != empty.digest || manifest.config.media_type != empty.media_type {
+            return Err(Error::format(
+                "artifact manifest",
+                "its config is not the empty descriptor",
+            ));
+        }
+        if manifest.artifact_type.as_deref() != Some(layer.media_type.as_str()) || manifest.subject.is_none() {
+            return Err(Error::format(
+                "artifact manifest",
+                "it needs an artifactType naming its one layer's type, and a subject",
+            ));
+        }
         if layer.digest != Digest::of(&document) || layer.size != document.len() as u64 {
             return Err(Error::DigestMismatch {
                 what: "attached document".into(),

@@ -109,10 +109,12 @@ pub fn git_head(dir: &std::path::Path) -> Option<String> {
     let mut d = dir.canonicalize().ok()?;
     let git = loop {
         let g = d.join(".git");
-        if g.is_dir() {
+        // Not through symlinks: a project's .git link could point anywhere.
+        let meta = std::fs::symlink_metadata(&g).ok();
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
             break g;
         }
-        if g.is_file() {
+        if meta.as_ref().is_some_and(|m| m.is_file()) {
             // A worktree or submodule: "gitdir: PATH".
             let text = read_small(&g)?;
             let p = text.strip_prefix("gitdir:")?.trim();
@@ -128,7 +130,8 @@ pub fn git_head(dir: &std::path::Path) -> Option<String> {
         return is_sha(head).then(|| head.to_string());
     };
     let r = r.trim();
-    if r.contains("..") {
+    // Only a ref under refs/, relative, no `..`: nothing outside .git is read.
+    if !r.starts_with("refs/") || r.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         return None;
     }
     // A worktree keeps refs in the common dir.
@@ -160,12 +163,10 @@ fn is_sha(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A regular file's text (no symlink, no FIFO that would hang the build), bounded.
 fn read_small(p: &std::path::Path) -> Option<String> {
-    use std::io::Read;
-    let f = std::fs::File::open(p).ok()?;
-    let mut s = String::new();
-    f.take(16 << 20).read_to_string(&mut s).ok()?;
-    Some(s)
+    let bytes = crate::image::read_regular(p, 16 << 20).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -214,6 +215,14 @@ mod tests {
         std::fs::write(g.join("refs/heads/main"), format!("{sha2}\n")).unwrap();
         assert_eq!(git_head(d.path()), Some(sha2));
         std::fs::write(g.join("HEAD"), "ref: ../../etc/passwd\n").unwrap();
+        assert_eq!(git_head(d.path()), None);
+        std::fs::write(g.join("HEAD"), "ref: /etc/passwd\n").unwrap();
+        assert_eq!(git_head(d.path()), None);
+        // A FIFO where a ref should be: no hang, no commit.
+        std::fs::write(g.join("HEAD"), "ref: refs/heads/fifo\n").unwrap();
+        let fifo = g.join("refs/heads/fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert_eq!(git_head(d.path()), None);
     }
 }

@@ -406,9 +406,10 @@ impl Inventory {
                     }
                 }
             }
-            let rid = crate_ids[g.root.as_str()].clone();
-            rels.push(rel(&image_id, "CONTAINS", &rid, None));
-            root_id = Some(rid);
+            if let Some(rid) = crate_ids.get(g.root.as_str()).cloned() {
+                rels.push(rel(&image_id, "CONTAINS", &rid, None));
+                root_id = Some(rid);
+            }
         }
         let linker = root_id.clone().unwrap_or_else(|| image_id.clone());
         for (path, owner) in &self.loaded {

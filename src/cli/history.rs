@@ -37,7 +37,14 @@ pub fn run_history(ctx: &kiln::context::Context, a: HistoryArgs, json: bool) -> 
     }
     for (i, m) in h.moves.iter().enumerate().rev() {
         let current = if i + 1 == h.moves.len() { "  (current)" } else { "" };
-        outln!("{}  {:<8}  {}  by {}{current}", m.at, m.action, m.to, m.by);
+        // The history is registry data: shown with control characters escaped.
+        outln!(
+            "{}  {:<8}  {}  by {}{current}",
+            kiln::text::escape_controls(&m.at),
+            kiln::text::escape_controls(&m.action),
+            m.to,
+            kiln::text::escape_controls(&m.by)
+        );
     }
     Ok(0)
 }

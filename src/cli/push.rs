@@ -58,7 +58,8 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             Some(_) => dest.clone(),
             None => dest.by_digest(what.digest()),
         };
-        let (signed, added) = kiln::sign::sign(ctx, &pushed, key, &kiln::sign::identity_of(&pushed), true)?;
+        let subjects = kiln::sign::pushed_subjects(&what, &attached);
+        let (signed, added) = kiln::sign::sign(ctx, &pushed, key, &kiln::sign::identity_of(&pushed), subjects)?;
         if !quiet {
             eprintln!(
                 "signed {} manifest(s) as {pushed} ({added} new signature(s))",

@@ -92,7 +92,12 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool) -> anyhow::Result<
             Some(p) => format!("on {p} {}", e.subject),
             None => format!("on {}", e.subject),
         };
-        outln!("{:<50} {}  {} bytes  {on}", e.artifact_type, e.digest, e.size);
+        outln!(
+            "{:<50} {}  {} bytes  {on}",
+            kiln::text::escape_controls(&e.artifact_type),
+            e.digest,
+            e.size
+        );
     }
     Ok(0)
 }

@@ -69,7 +69,8 @@ pub fn run_sign(ctx: &kiln::context::Context, a: SignArgs, json: bool, quiet: bo
     let r = super::push::registry_ref("image", &a.image)?;
     let key = load_key(&a.key)?;
     let identity = a.identity.unwrap_or_else(|| sign::identity_of(&r));
-    let (signed, added) = sign::sign(ctx, &r, &key, &identity, !a.no_attached)?;
+    let subjects = sign::subjects(ctx, &r, !a.no_attached)?;
+    let (signed, added) = sign::sign(ctx, &r, &key, &identity, subjects)?;
     if json {
         #[derive(serde::Serialize)]
         struct Report<'a> {
@@ -88,7 +89,7 @@ pub fn run_sign(ctx: &kiln::context::Context, a: SignArgs, json: bool, quiet: bo
         return Ok(0);
     }
     for s in &signed {
-        outln!("{}  {}", s.subject.digest, s.subject.what);
+        outln!("{}  {}", s.subject.digest, kiln::text::escape_controls(&s.subject.what));
     }
     if !quiet {
         eprintln!(
@@ -114,10 +115,14 @@ pub fn run_verify(ctx: &kiln::context::Context, a: VerifyArgs, json: bool, quiet
     } else {
         for c in &checked {
             let verdict = if c.valid > 0 { "verified" } else { "NOT SIGNED" };
-            outln!("{verdict:<10} {}  {}", c.subject.digest, c.subject.what);
+            outln!(
+                "{verdict:<10} {}  {}",
+                c.subject.digest,
+                kiln::text::escape_controls(&c.subject.what)
+            );
             if c.valid == 0 && !quiet {
                 for why in &c.rejected {
-                    eprintln!("  a signature was rejected: {why}");
+                    eprintln!("  a signature was rejected: {}", kiln::text::escape_controls(why));
                 }
             }
         }

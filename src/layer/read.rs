@@ -29,6 +29,10 @@ pub struct Limits {
     pub max_path_total: u64,
     /// Uncompressed bytes of the layer.
     pub max_total: u64,
+    /// Bytes of whole-file text a scan view keeps, all files of all layers
+    /// together (dpkg's database, passwd, …): beyond it, files are seen but
+    /// their text is not kept.
+    pub max_text: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_header: 1 << 20,
             max_path_total: 256 << 20,
             max_total: 1 << 40,
+            max_text: 64 << 20,
         }
     }
 }

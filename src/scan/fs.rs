@@ -60,6 +60,10 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct View {
     entries: BTreeMap<String, Entry>,
+    /// Bytes of file text kept so far: all files together stay under
+    /// `Limits::max_text`, so a layer of many small database files cannot
+    /// make kiln hold gigabytes.
+    text_kept: u64,
 }
 
 /// Files whose whole text the checks (and the SBOM) read, and the most
@@ -75,7 +79,7 @@ fn text_cap(path: &str) -> Option<u64> {
     // dpkg's database: the status file, distroless's per-package
     // status.d/ files (with their md5sums), and the file lists.
     if path == "var/lib/dpkg/status" {
-        return Some(64 << 20);
+        return Some(32 << 20);
     }
     if path.starts_with("var/lib/dpkg/status.d/") || (path.starts_with("var/lib/dpkg/info/") && path.ends_with(".list"))
     {
@@ -94,14 +98,13 @@ const WINDOW_CAP: u64 = 8 << 20;
 /// need, capped) plus a window over a far-away dynamic segment, the head,
 /// small texts, and marker strings over all bytes. Memory stays bounded
 /// whatever the file's size.
-fn read_facts(path: &str, size: u64, r: &mut dyn Read) -> std::io::Result<FileFacts> {
+fn read_facts(size: u64, keep_text: bool, r: &mut dyn Read) -> std::io::Result<FileFacts> {
     let mut facts = FileFacts::default();
     let nss = memmem::Finder::new(b"nsswitch.conf");
     let tls = [
         memmem::Finder::new(b"SSL_CERT_FILE"),
         memmem::Finder::new(b"/etc/ssl/certs"),
     ];
-    let keep_text = text_cap(path).is_some_and(|cap| size <= cap);
     let mut prefix: Vec<u8> = Vec::new();
     let mut need: u64 = 64;
     let mut is_elf: Option<bool> = None;
@@ -277,7 +280,12 @@ impl View {
                     }
                 }
                 Kind::File => {
-                    let facts = read_facts(&path, m.size, data).map_err(bad)?;
+                    let keep_text =
+                        text_cap(&path).is_some_and(|cap| m.size <= cap) && self.text_kept + m.size <= limits.max_text;
+                    if keep_text {
+                        self.text_kept += m.size;
+                    }
+                    let facts = read_facts(m.size, keep_text, data).map_err(bad)?;
                     FsNode::File {
                         mode: m.mode,
                         size: m.size,
@@ -561,7 +569,7 @@ mod tests {
     #[test]
     fn elf_facts_come_from_the_stream() {
         let ls = std::fs::read("/bin/ls").unwrap();
-        let f = read_facts("bin/ls", ls.len() as u64, &mut std::io::Cursor::new(&ls)).unwrap();
+        let f = read_facts(ls.len() as u64, false, &mut std::io::Cursor::new(&ls)).unwrap();
         let e = f.elf.expect("parsed");
         assert!(e.needed.contains(&"libc.so.6".to_string()));
         // One byte at a time exercises every boundary.
@@ -576,7 +584,7 @@ mod tests {
                 Ok(1)
             }
         }
-        let g = read_facts("bin/ls", ls.len() as u64, &mut Slow(&ls)).unwrap();
+        let g = read_facts(ls.len() as u64, false, &mut Slow(&ls)).unwrap();
         assert_eq!(g.elf.as_deref(), Some(&*e));
     }
 

@@ -31,8 +31,11 @@ pub struct Subject {
     pub what: String,
 }
 
-/// The manifests that make up `r`: itself, each child of an index, and
-/// (with `attached`) every document attached to any of them.
+/// The manifests that make up `r` at its registry (never a mirror):
+/// itself, each child of an index, and (with `attached`) each document
+/// attached to them that kiln reads as one — fetched and checked to be
+/// about that manifest, since a referrers list is written by whoever can
+/// push and signing what it names unread would sign anything.
 pub fn subjects(ctx: &Context, r: &RegistryRef, attached: bool) -> Result<Vec<Subject>> {
     let registry::pull::Manifests { top, children } = registry::pull::manifest_digests(ctx, r)?;
     let mut out = vec![Subject {
@@ -51,16 +54,42 @@ pub fn subjects(ctx: &Context, r: &RegistryRef, attached: bool) -> Result<Vec<Su
     }
     if attached {
         let images: Vec<Digest> = out.iter().map(|s| s.digest.clone()).collect();
+        let at = crate::reference::ImageRef::Registry(r.clone());
         for d in images {
-            for a in registry::referrers::list(ctx, r, &d)? {
+            for a in crate::store::referrers(ctx, &at, &d)? {
                 out.push(Subject {
-                    digest: a.digest,
-                    what: a.artifact_type.unwrap_or_else(|| a.media_type.clone()),
+                    digest: a.digest().clone(),
+                    what: a.artifact_type().to_string(),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The subjects of what kiln itself just pushed: the image or index, its
+/// children, and the documents it attached (kiln's own values: nothing is
+/// re-resolved from the registry, so a concurrent push or a stale mirror
+/// cannot change what gets signed).
+pub fn pushed_subjects(what: &crate::image::AnyImage, attached: &[crate::attest::Artifact]) -> Vec<Subject> {
+    let mut out = vec![Subject {
+        digest: what.digest().clone(),
+        what: match what {
+            crate::image::AnyImage::Image(_) => "image".into(),
+            crate::image::AnyImage::Index(_) => "index".into(),
+        },
+    }];
+    if let crate::image::AnyImage::Index(_) = what {
+        out.extend(what.images().iter().map(|i| Subject {
+            digest: i.digest().clone(),
+            what: i.platform().to_string(),
+        }));
+    }
+    out.extend(attached.iter().map(|a| Subject {
+        digest: a.digest().clone(),
+        what: a.artifact_type().to_string(),
+    }));
+    out
 }
 
 /// The identity a signature vouches for: the reference as pushed, normalized
@@ -79,17 +108,16 @@ pub struct Signed {
     pub tag: String,
 }
 
-/// Signs every subject of `r` with `key`, vouching for `identity`, and
-/// stores the signatures in `r`'s repository. Returns what was signed and
-/// how many signatures were new.
+/// Signs `subjects` with `key`, vouching for `identity`, and stores the
+/// signatures in `r`'s repository. Returns what was signed and how many
+/// signatures were new.
 pub fn sign(
     ctx: &Context,
     r: &RegistryRef,
     key: &PrivateKey,
     identity: &str,
-    attached: bool,
+    subjects: Vec<Subject>,
 ) -> Result<(Vec<Signed>, usize)> {
-    let subjects = subjects(ctx, r, attached)?;
     let per: Vec<_> = subjects
         .iter()
         .map(|s| {

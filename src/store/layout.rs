@@ -403,6 +403,13 @@ pub fn referrers(dir: &Path, subject: &Digest) -> Result<Vec<crate::attest::Arti
     };
     let f = LayoutFetch::new(dir);
     let mut out = Vec::new();
+    let mut total = 0u64;
+    let too_many = || {
+        Error::format(
+            f.location(),
+            format!("more documents attached to {subject} than kiln reads"),
+        )
+    };
     for d in index.manifests.iter().filter(|d| d.artifact_type.is_some()) {
         let bytes = f.bytes(d, read::MAX_JSON)?;
         if Digest::of(&bytes) != d.digest {
@@ -412,14 +419,25 @@ pub fn referrers(dir: &Path, subject: &Digest) -> Result<Vec<crate::attest::Arti
                 found: Digest::of(&bytes).to_string(),
             });
         }
-        let m: oci::Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(f.location(), format!("artifact {}: {e}", d.digest)))?;
+        // Another tool's entry, or one about another image: not read.
+        let Ok(m) = serde_json::from_slice::<oci::Manifest>(&bytes) else {
+            continue;
+        };
         if m.subject.as_ref().map(|s| &s.digest) != Some(subject) {
             continue;
         }
         let Some(layer) = m.layers.first() else { continue };
+        if layer.size > crate::attest::MAX_DOCUMENT {
+            continue;
+        }
+        total += layer.size;
+        if total > crate::attest::MAX_REFERRER_BYTES || out.len() >= crate::attest::MAX_REFERRERS {
+            return Err(too_many());
+        }
         let doc = f.bytes(layer, crate::attest::MAX_DOCUMENT)?;
-        out.push(crate::attest::Artifact::from_parts(bytes, doc)?);
+        if let Ok(a) = crate::attest::Artifact::from_parts(bytes, doc) {
+            out.push(a);
+        }
     }
     Ok(out)
 }

@@ -121,13 +121,40 @@ pub fn attached_to(ctx: &Context, r: &ImageRef, what: &AnyImage) -> Result<Vec<A
 
 /// The documents attached to `subject` where `r` lives (an OCI layout or a
 /// registry; the engine and archives hold none), each read whole and verified.
+/// Entries that are not kiln-readable documents about `subject` (about
+/// another manifest, another shape) are left out; more than
+/// [`crate::attest::MAX_REFERRERS`] listed, or more than
+/// [`crate::attest::MAX_REFERRER_BYTES`] of documents, is an error.
 pub fn referrers(ctx: &Context, r: &ImageRef, subject: &crate::digest::Digest) -> Result<Vec<Artifact>> {
     match r {
         ImageRef::Oci { dir, .. } => layout::referrers(dir, subject),
-        ImageRef::Registry(reg) => registry::referrers::list(ctx, reg, subject)?
-            .iter()
-            .map(|d| registry::referrers::fetch(ctx, reg, d))
-            .collect(),
+        ImageRef::Registry(reg) => {
+            let listed = registry::referrers::list(ctx, reg, subject)?;
+            let too_many = |what: String| Error::format(format!("{reg}: documents attached to {subject}"), what);
+            if listed.len() > crate::attest::MAX_REFERRERS {
+                return Err(too_many(format!(
+                    "{} are listed; kiln reads at most {}",
+                    listed.len(),
+                    crate::attest::MAX_REFERRERS
+                )));
+            }
+            let mut out = Vec::new();
+            let mut bytes = 0u64;
+            for d in &listed {
+                let Ok(a) = registry::referrers::fetch(ctx, reg, d, subject) else {
+                    continue;
+                };
+                bytes += a.document().len() as u64;
+                if bytes > crate::attest::MAX_REFERRER_BYTES {
+                    return Err(too_many(format!(
+                        "more than {} bytes of them",
+                        crate::attest::MAX_REFERRER_BYTES
+                    )));
+                }
+                out.push(a);
+            }
+            Ok(out)
+        }
         _ => Ok(Vec::new()),
     }
 }

@@ -236,6 +236,8 @@ fn run_helper(name: &str, registry: &str, config: &std::path::Path) -> Result<Cr
     };
     let mut child = Command::new(&program)
         .arg("get")
+        // The signing key's password is kiln's, not a helper's to see.
+        .env_remove("COSIGN_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -144,7 +144,11 @@ pub(super) async fn read(client: &Client, scopes: &[String], repo: &str, tag: &s
         .annotations
         .get(ANNOTATION)
         .ok_or_else(|| bad(format!("no {ANNOTATION} annotation: not a kiln release history")))?;
-    let h: History = serde_json::from_str(doc).map_err(|e| bad(format!("not a kiln release history: {e}")))?;
+    let mut h: History = serde_json::from_str(doc).map_err(|e| bad(format!("not a kiln release history: {e}")))?;
+    if h.moves.len() > MAX_MOVES {
+        let drop = h.moves.len() - MAX_MOVES;
+        h.moves.drain(..drop);
+    }
     if h.tag != tag {
         return Err(bad(format!("it is the history of `{}`, not `{tag}`", h.tag)));
     }
@@ -153,7 +157,16 @@ pub(super) async fn read(client: &Client, scopes: &[String], repo: &str, tag: &s
 
 /// Appends `mv` to the history of `tag` and writes it back.
 pub(super) async fn record(s: &Session<'_>, tag: &str, mv: Move) -> Result<()> {
-    let mut h = read(&s.client, &s.scopes, &s.repo, tag).await?;
+    // A history that cannot be read (damaged, or not kiln's) is started
+    // anew rather than blocking every later push of the tag.
+    let mut h = match read(&s.client, &s.scopes, &s.repo, tag).await {
+        Ok(h) => h,
+        Err(Error::Format { .. }) | Err(Error::DigestMismatch { .. }) => History {
+            tag: tag.to_string(),
+            moves: Vec::new(),
+        },
+        Err(e) => return Err(e),
+    };
     h.moves.push(mv);
     if h.moves.len() > MAX_MOVES {
         let drop = h.moves.len() - MAX_MOVES;
@@ -274,20 +287,46 @@ pub fn rollback(ctx: &Context, r: &RegistryRef, target: Target) -> Result<Rollba
                 return Err(Error::invalid("--steps", "0", "roll back at least 1 step"));
             }
             Target::Steps(n) => {
-                // The releases the tag went through, oldest first, the current last.
-                let states: Vec<&Digest> = h.moves.iter().map(|m| &m.to).collect();
-                if *n >= states.len() {
+                let Some((current, _)) = &now else {
+                    return Err(Error::invalid("tag", r.to_string(), "it names nothing; roll back with --to DIGEST"));
+                };
+                if moved_outside_kiln {
+                    return Err(Error::invalid(
+                        "tag",
+                        r.to_string(),
+                        format!(
+                            "it names {current}, which its release history does not end with (moved by another tool, or right now); `kiln history` lists the releases, roll back with --to DIGEST"
+                        ),
+                    ));
+                }
+                // The releases pushed to the tag, oldest first (rollbacks
+                // are not releases): N steps back from where the tag is, so
+                // a repeated `--steps 1` keeps going back, never forward.
+                let mut releases: Vec<&Digest> = Vec::new();
+                for m in h.moves.iter().filter(|m| m.action == "push") {
+                    if releases.last() != Some(&&m.to) {
+                        releases.push(&m.to);
+                    }
+                }
+                let pos = releases.iter().rposition(|d| *d == current).ok_or_else(|| {
+                    Error::invalid(
+                        "tag",
+                        r.to_string(),
+                        format!("it names {current}, which no recorded push put there; roll back with --to DIGEST"),
+                    )
+                })?;
+                if *n > pos {
                     return Err(Error::invalid(
                         "--steps",
                         n.to_string(),
                         format!(
-                            "the history of {r} records {} release(s), so at most {} step(s) back; `kiln history {r}` lists them",
-                            states.len(),
-                            states.len().saturating_sub(1)
+                            "{r} is at release {} of {} recorded, so at most {pos} step(s) back; `kiln history {r}` lists them",
+                            pos + 1,
+                            releases.len()
                         ),
                     ));
                 }
-                states[states.len() - 1 - n].clone()
+                releases[pos - n].clone()
             }
         };
         // The manifest as stored: its exact bytes go back under the tag.
@@ -306,11 +345,17 @@ pub fn rollback(ctx: &Context, r: &RegistryRef, target: Target) -> Result<Rollba
                 found: Digest::of(&body).to_string(),
             });
         }
+        // The type from the bytes themselves, never from the (writable) history.
         let media_type = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
-            .or_else(|| h.moves.iter().find(|m| m.to == to).map(|m| m.media_type.clone()))
-            .unwrap_or_else(|| oci::MEDIA_TYPE_MANIFEST.to_string());
+            .unwrap_or_else(|| {
+                if crate::store::read::is_index("", &body) {
+                    oci::MEDIA_TYPE_INDEX.to_string()
+                } else {
+                    oci::MEDIA_TYPE_MANIFEST.to_string()
+                }
+            });
         // No compare-and-swap: re-read right before moving it.
         let before = current(&s.client, &s.scopes, &s.repo, &tag).await?;
         if before != now {

@@ -210,8 +210,11 @@ pub struct Manifests {
 
 /// The digests a reference names without reading any layer: its own
 /// (index or image) and, for an index, each child's with its platform.
+/// Asked of the registry itself, never a mirror: what is signed or listed
+/// is what lives where the image was pushed.
 pub fn manifest_digests(ctx: &Context, r: &RegistryRef) -> Result<Manifests> {
-    let (f, root) = RegistryFetch::open(ctx, r)?;
+    let f = RegistryFetch::connect_to(ctx, r)?;
+    let root = f.root()?;
     let bytes = read::read_json(&f, &root)?;
     let mut children = Vec::new();
     if read::is_index(&root.media_type, &bytes) {

@@ -72,6 +72,10 @@ pub struct PushReport {
     pub mounted: usize,
     pub bytes_uploaded: u64,
     pub requests: std::collections::BTreeMap<String, u64>,
+    /// Why a tag's release history could not be written (the push itself
+    /// succeeded: the tag names the new image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_warning: Option<String>,
 }
 
 /// One authenticated session for a push: the client (tokens, retry budget,
@@ -161,22 +165,24 @@ pub fn push_attached(
                 moved.push((t.clone(), previous));
             }
         }
-        // Each tag that moved gets the move in its release history.
+        // The documents first: a history that cannot be written must not
+        // leave the image without them.
+        push_artifacts(&session, attached).await?;
+        // Each tag that moved gets the move in its release history. The
+        // push has happened (the tag names the new image); a history that
+        // cannot be written is a warning, not a failed push.
         for (t, previous) in moved {
             let mv = super::history::new_move(previous, what.digest().clone(), &media_type, "push");
-            super::history::record(&session, &t, mv).await.map_err(|e| Error::Registry {
-                registry: session.client.registry.clone(),
-                status: 0,
-                code: "HISTORY".into(),
-                message: format!(
-                    "{}:{t} now names {}, but its release history could not be written ({e}); `kiln rollback` will not know this release",
+            if let Err(e) = super::history::record(&session, &t, mv).await {
+                let w = format!(
+                    "{}:{t} now names {}, but its release history could not be written ({e}); `kiln rollback --steps` will not know this release",
                     session.repo,
                     what.digest()
-                ),
-                retryable: false,
-            })?;
+                );
+                ctx.progress.warn(&w);
+                report.history_warning = Some(w);
+            }
         }
-        push_artifacts(&session, attached).await?;
         report.requests = session.client.stats.snapshot();
         Ok(report)
     })

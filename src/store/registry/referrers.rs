@@ -114,7 +114,9 @@ pub fn list(ctx: &Context, r: &RegistryRef, subject: &Digest) -> Result<Vec<Desc
 }
 
 /// Fetches one listed artifact (manifest and document, each verified and bounded).
-pub fn fetch(ctx: &Context, r: &RegistryRef, d: &Descriptor) -> Result<Artifact> {
+/// The artifact must be about `subject`: a referrers index is written by
+/// whoever can push, so what it lists proves nothing by itself.
+pub fn fetch(ctx: &Context, r: &RegistryRef, d: &Descriptor, subject: &Digest) -> Result<Artifact> {
     let at = r.by_digest(&d.digest);
     let f = super::pull::RegistryFetch::connect_to(ctx, &at)?;
     let manifest = crate::store::read::BlobFetch::bytes(&f, d, MAX_JSON)?;
@@ -135,6 +137,12 @@ pub fn fetch(ctx: &Context, r: &RegistryRef, d: &Descriptor) -> Result<Artifact>
         return Err(Error::format(
             format!("artifact {} in {r}", d.digest),
             format!("its document is {} bytes, over {}", layer.size, attest::MAX_DOCUMENT),
+        ));
+    }
+    if m.subject.as_ref().map(|s| &s.digest) != Some(subject) {
+        return Err(Error::format(
+            format!("artifact {} in {r}", d.digest),
+            format!("it is listed for {subject} but is about another manifest"),
         ));
     }
     let doc = crate::store::read::BlobFetch::bytes(&f, layer, attest::MAX_DOCUMENT)?;

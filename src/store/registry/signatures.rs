@@ -26,6 +26,8 @@ pub const MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The most bytes of one signature payload kiln reads (containers/image: 4 MiB).
 pub const MAX_PAYLOAD: u64 = 4 << 20;
+/// The most signatures kiln reads or keeps for one manifest.
+pub const MAX_SIGNATURES: usize = 256;
 
 /// The signature tag of a manifest: `sha256-HEX.sig`.
 pub fn tag(subject: &Digest) -> String {
@@ -83,7 +85,11 @@ async fn existing(
                 found: Digest::of(&b).to_string(),
             });
         }
-        serde_json::from_slice(&b).unwrap_or_else(|_| json!({}))
+        // Anything but an object is replaced (nobody reads the config).
+        serde_json::from_slice::<Value>(&b)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}))
     } else {
         json!({})
     };
@@ -117,6 +123,15 @@ pub(super) async fn merged(
                    "os": "", "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}),
         ),
     };
+    if m.layers.len() + add.len() > MAX_SIGNATURES {
+        return Err(Error::format(
+            format!("{repo}:{}", tag(subject)),
+            format!(
+                "it holds {} signatures; kiln keeps at most {MAX_SIGNATURES}",
+                m.layers.len()
+            ),
+        ));
+    }
     let mut uploads = Vec::new();
     for NewSignature { payload, signature } in add {
         let mut d = Descriptor::new(MEDIA_TYPE, Digest::of(payload), payload.len() as u64);
@@ -125,7 +140,7 @@ pub(super) async fn merged(
             continue;
         }
         m.layers.push(d);
-        if !config["rootfs"]["diff_ids"].is_array() {
+        if !config["rootfs"].is_object() || !config["rootfs"]["diff_ids"].is_array() {
             config["rootfs"] = json!({"type": "layers", "diff_ids": []});
         }
         config["rootfs"]["diff_ids"]
@@ -162,6 +177,15 @@ pub fn read(ctx: &Context, r: &RegistryRef, subject: &Digest) -> Result<Vec<Stor
         )
     })?;
     drop(rt);
+    if layers.len() > MAX_SIGNATURES {
+        return Err(Error::format(
+            format!("{r}:{}", tag(subject)),
+            format!(
+                "it lists {} signatures; kiln reads at most {MAX_SIGNATURES}",
+                layers.len()
+            ),
+        ));
+    }
     let mut out = Vec::new();
     let f = super::pull::RegistryFetch::connect_to(ctx, r)?;
     for l in layers.iter().filter(|l| l.media_type == MEDIA_TYPE) {
