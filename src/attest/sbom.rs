@@ -472,7 +472,7 @@ fn rel(a: &str, kind: &str, b: &str, comment: Option<&str>) -> Value {
 /// SPDX element IDs: `SPDXRef-` and `[A-Za-z0-9.-]`, unique in the document.
 #[derive(Default)]
 struct SpdxIds {
-    used: BTreeMap<String, usize>,
+    used: std::collections::BTreeSet<String>,
 }
 
 impl SpdxIds {
@@ -488,9 +488,16 @@ impl SpdxIds {
             })
             .collect();
         let base = format!("SPDXRef-{kind}-{}", clean.trim_matches('-'));
-        let n = self.used.entry(base.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 { base } else { format!("{base}-{n}") }
+        // Sanitizing can map two names to one ID (`a_b`, `a-b`), and a
+        // suffixed ID can equal another name's: the first unused one wins.
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.used.contains(&id) {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        self.used.insert(id.clone());
+        id
     }
 }
 
@@ -546,6 +553,18 @@ mod tests {
             tools: vec![("kiln".into(), "0.1.0".into())],
             created: Timestamp(1_700_000_000),
         }
+    }
+
+    #[test]
+    fn spdx_ids_never_collide() {
+        let mut ids = SpdxIds::default();
+        let a = ids.id("Crate", "a_b");
+        let b = ids.id("Crate", "a-b");
+        let c = ids.id("Crate", "a-b-2");
+        let d = ids.id("Crate", "a b");
+        let all = [a, b, c, d];
+        let set: std::collections::BTreeSet<&String> = all.iter().collect();
+        assert_eq!(set.len(), 4, "{all:?}");
     }
 
     #[test]
