@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,22 +29,9 @@ fn build(sb: &Sandbox, project: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// GET / on 127.0.0.1:port, retrying while the server starts.
-fn http_get(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
-                let mut r = String::new();
-                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
-                    return r;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// GET / on a loopback port, waiting up to 20 s for a 200.
+fn http_get_200(port: u16) -> String {
+    common::http_get(port, Duration::from_secs(20)).unwrap_or_else(|| panic!("no HTTP answer on port {port}"))
 }
 
 fn our_containers(pid: u32) -> String {
@@ -73,7 +59,7 @@ fn run_and_get(image: &str, expect: &str) {
         .unwrap()
         .parse()
         .unwrap();
-    let reply = http_get(port);
+    let reply = http_get_200(port);
     assert!(reply.contains(expect), "{image} answered: {reply}");
 }
 

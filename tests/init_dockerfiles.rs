@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -61,23 +60,6 @@ fn field(config: &serde_json::Value, name: &str) -> serde_json::Value {
         Value::Object(o) if o.is_empty() => Value::Null,
         _ => v,
     }
-}
-
-fn http_get(port: u16, deadline: Duration) -> Option<String> {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
-                let mut r = String::new();
-                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
-                    return Some(r);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
 }
 
 /// Runs `image`, publishes its first exposed port, and asks it for a page.

@@ -336,25 +336,6 @@ fn an_aarch64_dynamic_binary_is_clean_on_the_arm64_base_and_a_wrong_machine_on_a
     assert!(report.contains("the image is for amd64"), "{report}");
 }
 
-/// GET / on 127.0.0.1:port, retrying while the server starts (slowly under QEMU).
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < end {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
-                let mut r = String::new();
-                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
-                    return Some(r);
-                }
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    None
-}
-
 /// Runs `image` for `platform` as a server and asks it for a page.
 fn serves(engine: &mut EngineObjects, image: &str, platform: &str, expect: &str) {
     let name = engine.container(unique("kiln-test-serve"));
@@ -379,7 +360,7 @@ fn serves(engine: &mut EngineObjects, image: &str, platform: &str, expect: &str)
         .unwrap()
         .parse()
         .unwrap();
-    let reply = http_get(port);
+    let reply = http_get(port, std::time::Duration::from_secs(60));
     assert!(
         reply.as_deref().is_some_and(|r| r.contains(expect)),
         "{image} ({platform}) answered {reply:?}"

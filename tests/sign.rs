@@ -57,6 +57,26 @@ fn sig_layers(repo: &str, digest: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// An ECDSA P-256 key pair made by openssl: DIR/NAME.pem (private, unencrypted) and DIR/NAME.pub.
+fn openssl_key(dir: &Path, name: &str) {
+    let pem = dir.join(format!("{name}.pem"));
+    ok(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&pem));
+    ok(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pub"))));
+}
+
 /// openssl's verdict on a signature.
 fn openssl_verifies(dir: &Path, public: &Path, payload: &[u8], sig: &[u8]) -> bool {
     std::fs::write(dir.join("payload"), payload).unwrap();
@@ -213,21 +233,7 @@ fn kiln_signatures_verify_with_openssl_and_kiln_accepts_signatures_it_did_not_ma
     // Another key, from openssl, encrypted by the independent implementation:
     // kiln signs with it, and a signature made by openssl and pushed by a
     // Python script (not kiln) verifies in kiln.
-    ok(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(sb.join("other.pem")));
-    ok(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(sb.join("other.pem"))
-        .arg("-out")
-        .arg(sb.join("other.pub")));
+    openssl_key(&sb.path(), "other");
     let other_key = ok(Command::new(python())
         .arg(script("cosign_key.py"))
         .arg("encrypt")
@@ -289,21 +295,7 @@ fn kiln_signatures_verify_with_openssl_and_kiln_accepts_signatures_it_did_not_ma
         .arg(&public)
         .arg(&second));
     // A key that signed nothing here.
-    ok(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(sb.join("stranger.pem")));
-    ok(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(sb.join("stranger.pem"))
-        .arg("-out")
-        .arg(sb.join("stranger.pub")));
+    openssl_key(&sb.path(), "stranger");
     let stranger = sb
         .kiln()
         .args(["verify-signature", "--key"])

@@ -34,6 +34,26 @@ pub fn run(ctx: &kiln::context::Context, a: Args, quiet: bool) -> anyhow::Result
         .map(kiln::oci::Platform::parse)
         .transpose()?
         .unwrap_or_else(kiln::oci::Platform::host);
+    // From a registry, the manifests alone say which image is meant: an
+    // attached SBOM is then printed without reading any layer.
+    if let ImageRef::Registry(reg) = &r {
+        let m = kiln::store::registry::pull::manifest_digests(ctx, reg)?;
+        let subject = if m.children.is_empty() {
+            Some(m.top)
+        } else {
+            m.children
+                .into_iter()
+                .find(|(_, p)| p.as_ref().is_some_and(|p| p.satisfies(&platform)))
+                .map(|(d, _)| d)
+        };
+        if let Some(subject) = subject
+            && let Some(doc) = kiln::store::referrers(ctx, &r, &subject)?
+                .into_iter()
+                .find(|d| d.artifact_type() == format.media_type())
+        {
+            return write_out(a.out.as_deref(), doc.document());
+        }
+    }
     let any = kiln::store::open_any(ctx, &r)?;
     let image = match &any {
         kiln::image::AnyImage::Image(i) => i.clone(),
@@ -73,9 +93,14 @@ pub fn run(ctx: &kiln::context::Context, a: Args, quiet: bool) -> anyhow::Result
             .render(format)
         }
     };
-    match &a.out {
-        Some(path) => kiln::store::blob::write_atomic(path, &bytes)?,
-        None => out!("{}", String::from_utf8_lossy(&bytes)),
+    write_out(a.out.as_deref(), &bytes)
+}
+
+/// The document to `out` (atomically) or stdout.
+fn write_out(out: Option<&std::path::Path>, bytes: &[u8]) -> anyhow::Result<u8> {
+    match out {
+        Some(path) => kiln::store::blob::write_atomic(path, bytes)?,
+        None => out!("{}", String::from_utf8_lossy(bytes)),
     }
     Ok(0)
 }

@@ -588,3 +588,23 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
+
+/// GET / on a loopback port until it answers 200 or `deadline` passes:
+/// the whole response, or None.
+pub fn http_get(port: u16, deadline: std::time::Duration) -> Option<String> {
+    use std::io::Write;
+    let end = std::time::Instant::now() + deadline;
+    while std::time::Instant::now() < end {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
+                let mut r = String::new();
+                if s.read_to_string(&mut r).is_ok() && r.starts_with("HTTP/1.1 200") {
+                    return Some(r);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    None
+}

@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::client::{self, Client};
-use super::push::{BytesBlob, PushBlob, Session, push_blob, put_manifest};
+use super::push::{Session, push_bytes, put_manifest};
 use super::referrers::get_optional;
 use super::{ACCEPT_MANIFESTS, RegistryRef};
 use crate::attest::empty_descriptor;
@@ -77,15 +77,7 @@ pub(super) async fn current(
     repo: &str,
     tag: &str,
 ) -> Result<Option<(Digest, String)>> {
-    let url = client.url(&format!("{repo}/manifests/{tag}"));
-    let resp = client
-        .send(scopes, || {
-            client
-                .http()
-                .head(url.clone())
-                .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
-        })
-        .await?;
+    let resp = super::push::head_manifest(client, scopes, repo, tag).await?;
     match resp.status() {
         s if s.is_success() => {
             let digest = resp
@@ -187,14 +179,7 @@ pub(super) async fn record(s: &Session<'_>, tag: &str, mv: Move) -> Result<()> {
         .into(),
     };
     // The 2-byte empty blob: uploaded once per repository, then a HEAD.
-    push_blob(
-        s,
-        &PushBlob {
-            desc: empty_descriptor(),
-            source: std::sync::Arc::new(BytesBlob(Bytes::from_static(oci::EMPTY_JSON))),
-        },
-    )
-    .await?;
+    push_bytes(s, empty_descriptor(), Bytes::from_static(oci::EMPTY_JSON)).await?;
     let body = canonical_json(&manifest);
     let d = Digest::of(&body);
     put_manifest(
@@ -270,13 +255,7 @@ pub fn rollback(ctx: &Context, r: &RegistryRef, target: Target) -> Result<Rollba
     let rt = crate::store::daemon::runtime()?;
     let locations = super::locations::Locations::new(&ctx.cache);
     rt.block_on(async {
-        let client = Client::connect(r, &ctx.registry).await?;
-        let s = Session {
-            scopes: vec![client::scope(&r.repository, "pull,push")],
-            repo: r.repository.clone(),
-            client,
-            locations: &locations,
-        };
+        let s = Session::connect(ctx, r, &locations).await?;
         let h = read(&s.client, &s.scopes, &s.repo, &tag).await?;
         let now = current(&s.client, &s.scopes, &s.repo, &tag).await?;
         let last = h.moves.last().map(|m| m.to.clone());

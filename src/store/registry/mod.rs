@@ -23,7 +23,8 @@ pub mod signatures;
 pub use crate::reference::RegistryRef;
 pub use client::{Client, Options, RetryPolicy};
 pub use pull::{pull, pull_any, resolve};
-pub use push::{PushReport, RegistrySink, push, push_any, push_attached, push_signatures};
+pub use push::{PushReport, RegistrySink, push, push_any, push_attached};
+pub use signatures::push as push_signatures;
 
 /// What kiln accepts for a manifest GET.
 pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \

@@ -127,13 +127,7 @@ pub fn push_attached(
     let rt = crate::store::daemon::runtime()?;
     let locations = Locations::new(&ctx.cache);
     rt.block_on(async {
-        let client = Client::connect(dest, &ctx.registry).await?;
-        let session = Session {
-            scopes: vec![client::scope(&dest.repository, "pull,push")],
-            repo: dest.repository.clone(),
-            client,
-            locations: &locations,
-        };
+        let session = Session::connect(ctx, dest, &locations).await?;
         let mut report = PushReport {
             digest: what.digest().to_string(),
             ..Default::default()
@@ -167,7 +161,7 @@ pub fn push_attached(
         }
         // The documents first: a history that cannot be written must not
         // leave the image without them.
-        push_artifacts(&session, attached).await?;
+        super::referrers::push_artifacts(&session, attached).await?;
         // Each tag that moved gets the move in its release history. The
         // push has happened (the tag names the new image); a history that
         // cannot be written is a warning, not a failed push.
@@ -188,113 +182,47 @@ pub fn push_attached(
     })
 }
 
-/// Adds cosign signatures: for each subject digest, (payload, base64
-/// signature) pairs appended to its `sha256-HEX.sig` manifest in `dest`'s
-/// repository. Returns how many were new.
-pub fn push_signatures(
-    ctx: &Context,
-    dest: &RegistryRef,
-    per_subject: &[(Digest, Vec<super::signatures::NewSignature>)],
-) -> Result<usize> {
-    let rt = crate::store::daemon::runtime()?;
-    let locations = Locations::new(&ctx.cache);
-    rt.block_on(async {
+impl<'a> Session<'a> {
+    /// Connects to `dest`'s registry for pulling and pushing its repository.
+    pub(super) async fn connect(ctx: &Context, dest: &RegistryRef, locations: &'a Locations) -> Result<Session<'a>> {
         let client = Client::connect(dest, &ctx.registry).await?;
-        let s = Session {
+        Ok(Session {
             scopes: vec![client::scope(&dest.repository, "pull,push")],
             repo: dest.repository.clone(),
             client,
-            locations: &locations,
-        };
-        let mut added = 0;
-        for (subject, sigs) in per_subject {
-            let Some((manifest, uploads)) =
-                super::signatures::merged(&s.client, &s.scopes, &s.repo, subject, sigs).await?
-            else {
-                continue;
-            };
-            added += uploads.len() - 1;
-            for blob in uploads {
-                let b = PushBlob {
-                    desc: Descriptor::new("application/octet-stream", Digest::of(&blob), blob.len() as u64),
-                    source: Arc::new(BytesBlob(Bytes::from(blob))),
-                };
-                push_blob(&s, &b).await?;
-            }
-            let d = Digest::of(&manifest);
-            let tag = super::signatures::tag(subject);
-            put_manifest(
-                &s.client,
-                &s.repo,
-                &s.scopes,
-                &tag,
-                oci::MEDIA_TYPE_MANIFEST,
-                &Bytes::from(manifest),
-                &d,
-            )
-            .await?;
-        }
-        Ok(added)
-    })
+            locations,
+        })
+    }
 }
 
-/// Pushes artifacts and makes them findable from their subjects.
-async fn push_artifacts(s: &Session<'_>, attached: &[Artifact]) -> Result<()> {
-    if attached.is_empty() {
-        return Ok(());
-    }
-    let mut indexed_by_registry = false;
-    for a in attached {
-        for (desc, bytes) in a.blobs() {
-            let b = PushBlob {
-                desc,
-                source: Arc::new(BytesBlob(Bytes::copy_from_slice(bytes))),
-            };
-            push_blob(s, &b).await?;
-        }
-        let body = Bytes::copy_from_slice(a.manifest_bytes());
-        let put = put_manifest(
-            &s.client,
-            &s.repo,
-            &s.scopes,
-            &a.digest().to_string(),
-            oci::MEDIA_TYPE_MANIFEST,
-            &body,
-            a.digest(),
-        )
-        .await?;
-        // OCI 1.1: a registry that indexes the subject says so in OCI-Subject.
-        indexed_by_registry |= put == Put::SubjectIndexed;
-    }
-    if indexed_by_registry || super::referrers::api_supported(&s.client, &s.repo, &s.scopes, attached).await? {
-        return Ok(());
-    }
-    let mut by_subject: std::collections::BTreeMap<Digest, Vec<Descriptor>> = Default::default();
-    for a in attached {
-        if let Some(subject) = a.subject() {
-            by_subject
-                .entry(subject.digest.clone())
-                .or_default()
-                .push(a.descriptor());
-        }
-    }
-    for (subject, descs) in by_subject {
-        let tag = crate::attest::referrers_tag(&subject);
-        if let Some(index) = super::referrers::merged_tag_index(&s.client, &s.repo, &s.scopes, &tag, descs).await? {
-            let d = Digest::of(&index);
-            put_manifest(
-                &s.client,
-                &s.repo,
-                &s.scopes,
-                &tag,
-                oci::MEDIA_TYPE_INDEX,
-                &Bytes::from(index),
-                &d,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+/// Pushes a small blob held in memory (a document, a payload, a config).
+pub(super) async fn push_bytes(s: &Session<'_>, desc: Descriptor, bytes: Bytes) -> Result<Outcome> {
+    push_blob(
+        s,
+        &PushBlob {
+            desc,
+            source: Arc::new(BytesBlob(bytes)),
+        },
+    )
+    .await
+}
+
+/// HEAD of a manifest by tag or digest, accepting every manifest type.
+pub(super) async fn head_manifest(
+    client: &Client,
+    scopes: &[String],
+    repo: &str,
+    reference: &str,
+) -> Result<reqwest::Response> {
+    let url = client.url(&format!("{repo}/manifests/{reference}"));
+    client
+        .send(scopes, || {
+            client
+                .http()
+                .head(url.clone())
+                .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
+        })
+        .await
 }
 
 /// What a manifest PUT found.
@@ -387,14 +315,7 @@ pub(super) async fn put_manifest(
 ) -> Result<Put> {
     let url = client.url(&format!("{repo}/manifests/{reference}"));
     // Re-pushing an unchanged image costs one HEAD here instead of a PUT.
-    let head = client
-        .send(scopes, || {
-            client
-                .http()
-                .head(url.clone())
-                .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
-        })
-        .await?;
+    let head = head_manifest(client, scopes, repo, reference).await?;
     let previous: Option<Digest> = if head.status().is_success() {
         head.headers()
             .get("docker-content-digest")

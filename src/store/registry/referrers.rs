@@ -1,4 +1,5 @@
-//! Finding the documents attached to a manifest (OCI distribution 1.1):
+//! Pushing and finding the documents attached to a manifest (OCI
+//! distribution 1.1):
 //! the referrers API (`GET /v2/<repo>/referrers/<digest>`) where the
 //! registry has it, else the referrers tag schema — an image index tagged
 //! `sha256-<hex>` that clients keep up to date themselves (Debian's
@@ -6,8 +7,11 @@
 
 use reqwest::StatusCode;
 
+use bytes::Bytes;
+
 use super::RegistryRef;
 use super::client::{self, Client};
+use super::push::{Put, Session, push_bytes, put_manifest};
 use crate::attest::{self, Artifact};
 use crate::context::Context;
 use crate::digest::Digest;
@@ -147,4 +151,59 @@ pub fn fetch(ctx: &Context, r: &RegistryRef, d: &Descriptor, subject: &Digest) -
     }
     let doc = crate::store::read::BlobFetch::bytes(&f, layer, attest::MAX_DOCUMENT)?;
     Artifact::from_parts(manifest, doc)
+}
+
+/// Pushes artifacts and makes them findable from their subjects.
+pub(super) async fn push_artifacts(s: &Session<'_>, attached: &[Artifact]) -> Result<()> {
+    if attached.is_empty() {
+        return Ok(());
+    }
+    let mut indexed_by_registry = false;
+    for a in attached {
+        for (desc, bytes) in a.blobs() {
+            push_bytes(s, desc, Bytes::copy_from_slice(bytes)).await?;
+        }
+        let body = Bytes::copy_from_slice(a.manifest_bytes());
+        let put = put_manifest(
+            &s.client,
+            &s.repo,
+            &s.scopes,
+            &a.digest().to_string(),
+            oci::MEDIA_TYPE_MANIFEST,
+            &body,
+            a.digest(),
+        )
+        .await?;
+        // OCI 1.1: a registry that indexes the subject says so in OCI-Subject.
+        indexed_by_registry |= put == Put::SubjectIndexed;
+    }
+    if indexed_by_registry || api_supported(&s.client, &s.repo, &s.scopes, attached).await? {
+        return Ok(());
+    }
+    let mut by_subject: std::collections::BTreeMap<Digest, Vec<Descriptor>> = Default::default();
+    for a in attached {
+        if let Some(subject) = a.subject() {
+            by_subject
+                .entry(subject.digest.clone())
+                .or_default()
+                .push(a.descriptor());
+        }
+    }
+    for (subject, descs) in by_subject {
+        let tag = crate::attest::referrers_tag(&subject);
+        if let Some(index) = merged_tag_index(&s.client, &s.repo, &s.scopes, &tag, descs).await? {
+            let d = Digest::of(&index);
+            put_manifest(
+                &s.client,
+                &s.repo,
+                &s.scopes,
+                &tag,
+                oci::MEDIA_TYPE_INDEX,
+                &Bytes::from(index),
+                &d,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

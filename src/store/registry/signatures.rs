@@ -14,11 +14,14 @@ use serde_json::{Value, json};
 
 use super::RegistryRef;
 use super::client::{self, Client};
+use super::locations::Locations;
+use super::push::{Session, push_bytes, put_manifest};
 use super::referrers::get_optional;
 use crate::context::Context;
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, Manifest, canonical_json};
 use crate::{Error, Result};
+use bytes::Bytes;
 
 /// The layer media type of a cosign signature.
 pub const MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -202,4 +205,39 @@ pub fn read(ctx: &Context, r: &RegistryRef, subject: &Digest) -> Result<Vec<Stor
         });
     }
     Ok(out)
+}
+
+/// Adds cosign signatures: for each subject digest, (payload, base64
+/// signature) pairs appended to its `sha256-HEX.sig` manifest in `dest`'s
+/// repository. Returns how many were new.
+pub fn push(ctx: &Context, dest: &RegistryRef, per_subject: &[(Digest, Vec<NewSignature>)]) -> Result<usize> {
+    let rt = crate::store::daemon::runtime()?;
+    let locations = Locations::new(&ctx.cache);
+    rt.block_on(async {
+        let s = Session::connect(ctx, dest, &locations).await?;
+        let mut added = 0;
+        for (subject, sigs) in per_subject {
+            let Some((manifest, uploads)) = merged(&s.client, &s.scopes, &s.repo, subject, sigs).await? else {
+                continue;
+            };
+            added += uploads.len() - 1;
+            for blob in uploads {
+                let desc = Descriptor::new("application/octet-stream", Digest::of(&blob), blob.len() as u64);
+                push_bytes(&s, desc, Bytes::from(blob)).await?;
+            }
+            let d = Digest::of(&manifest);
+            let tag = tag(subject);
+            put_manifest(
+                &s.client,
+                &s.repo,
+                &s.scopes,
+                &tag,
+                oci::MEDIA_TYPE_MANIFEST,
+                &Bytes::from(manifest),
+                &d,
+            )
+            .await?;
+        }
+        Ok(added)
+    })
 }
