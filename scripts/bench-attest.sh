@@ -30,6 +30,7 @@ for i in $(seq "$RUNS"); do
     field "$work/with.json" seconds >>"$work/with-s"
     cold
     (cd "$work/p" && SOURCE_DATE_EPOCH=1700000000 "$kiln" build --json --no-attest --out "oci:$work/without:$i" >"$work/without.json")
+    [ "$(field "$work/without.json" cache)" = miss ] || { echo "bench: answered from a cache" >&2; exit 1; }
     field "$work/without.json" seconds >>"$work/without-s"
 done
 # cargo metadata runs in the builder after every build (also with
