@@ -14,6 +14,7 @@ pub mod assemble;
 pub mod attest;
 pub mod builder;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod digest;

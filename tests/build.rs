@@ -48,7 +48,18 @@ fn our_containers(pid: u32) -> String {
 fn run_and_get(image: &str, expect: &str) {
     let mut engine = EngineObjects::new();
     let name = engine.container(unique("kiln-test-run"));
-    ok(Command::new("docker").args(["run", "-d", "--rm", "--name", &name, "-p", "127.0.0.1::8080", image]));
+    ok(Command::new("docker").args([
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        &name,
+        "-e",
+        "DATABASE_URL=postgres://app@db/app",
+        "-p",
+        "127.0.0.1::8080",
+        image,
+    ]));
     let port_line = stdout(&ok(Command::new("docker").args(["port", &name, "8080/tcp"])));
     let port: u16 = port_line
         .lines()

@@ -346,6 +346,9 @@ fn serves(engine: &mut EngineObjects, image: &str, platform: &str, expect: &str)
         platform,
         "--name",
         &name,
+        // examples/with-deps refuses to start without it; hello-http ignores it.
+        "-e",
+        "DATABASE_URL=postgres://app@db/app",
         "-p",
         "127.0.0.1::8080",
         image,

@@ -55,6 +55,13 @@ pub struct Args {
     /// Write and push the image even if `kiln scan` finds that it would not start.
     #[arg(long)]
     allow_scan_failures: bool,
+    /// Run `kiln check` on the built image (the host's platform) after the
+    /// scan, with the project's [check]; findings stop the write and push.
+    #[arg(long)]
+    check: bool,
+    /// Write and push the image even if `--check` finds problems.
+    #[arg(long, requires = "check")]
+    allow_check_failures: bool,
     /// CA bundle for the fetch phase (a TLS-intercepting proxy's CA), from your side:
     /// overrides [build] ca_bundle [env: KILN_CA_BUNDLE; default: the host's bundle].
     #[arg(long, value_name = "FILE")]
@@ -119,6 +126,9 @@ struct Report<'a> {
     platforms: Vec<PlatformReport<'a>>,
     /// SBOMs and provenance attached to the image.
     attached: Vec<AttachedReport>,
+    /// `--check`'s checklist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check: Option<kiln::check::Report>,
 }
 
 pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8> {
@@ -216,6 +226,44 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         );
         return Ok(1);
     }
+    // The deployment checklist, on the image this machine can run.
+    let checked = if a.check {
+        let t = std::time::Instant::now();
+        let host = kiln::oci::Platform::host();
+        let i = all.builds.iter().position(|b| b.image.platform() == host).unwrap_or(0);
+        let opts = kiln::check::Options::from_project(&req.project)?;
+        let sp = ctx.progress.spinner("checking the image (kiln check)");
+        let report = kiln::check::check(ctx, &all.builds[i].image, "the built image", &opts, Some(&scans[i]))?;
+        sp.finish_and_clear();
+        timings.insert("check", t.elapsed().as_secs_f64());
+        if !report.passed && !a.allow_check_failures {
+            if json {
+                /// What `kiln build --json` prints when the check gate refuses the image.
+                #[derive(serde::Serialize)]
+                struct Refused<'a> {
+                    check: &'a kiln::check::Report,
+                    written: bool,
+                }
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&Refused {
+                        check: &report,
+                        written: false
+                    })?
+                );
+            } else {
+                super::check::print_report(&report, false, true);
+            }
+            eprintln!(
+                "kiln: {} check item(s) failed, so nothing was written or pushed; fix them, or pass --allow-check-failures",
+                report.failures().count()
+            );
+            return Ok(1);
+        }
+        Some(report)
+    } else {
+        None
+    };
     // SBOMs and provenance, from the same scan's view (one pass over the layers).
     let t = std::time::Instant::now();
     let attached = if a.no_attest {
@@ -279,6 +327,7 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
                     size: d.document().len(),
                 })
                 .collect(),
+            check: checked,
         };
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -310,6 +359,9 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             for b in &all.builds {
                 eprintln!("  {}  {}  ({})", b.image.platform(), b.image.digest(), b.plan.target);
             }
+        }
+        if let Some(c) = &checked {
+            super::check::print_report(c, quiet, true);
         }
         if cache_hit {
             eprintln!("cache: identical inputs were built before; reused without running the builder");

@@ -36,6 +36,7 @@ pub fn stdout_failed(e: std::io::Error) {
 
 mod assemble;
 mod build;
+mod check;
 mod completions;
 mod diff;
 mod history;
@@ -99,6 +100,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Check that an image will start: libraries, symbol versions, interpreter, user, CA bundle.
     Scan(scan::Args),
+    /// Start the image as production would and run the deployment checklist (ports, health, stop, secrets, …).
+    Check(check::Args),
     /// Rebuild under deliberate variation and prove the bytes are identical, or explain why not.
     Verify(verify::Args),
     /// Compare two images top-down and explain every difference.
@@ -248,6 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(a) => registries_of(a.outs.iter().chain(&a.push)),
         Command::Verify(a) => registries_of(&a.against),
         Command::Scan(a) => registries_of([&a.image]),
+        Command::Check(a) => registries_of([&a.image]),
         Command::Inspect(a) => registries_of([&a.image]),
         Command::Sbom(a) => registries_of([&a.image]),
         Command::Referrers(a) => registries_of([&a.image]),
@@ -276,6 +280,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::History(a) => history::run_history(&ctx, a, json),
         Command::Rollback(a) => history::run_rollback(&ctx, a, json, quiet),
         Command::Scan(a) => scan::run(&ctx, a, json, quiet),
+        Command::Check(a) => check::run(&ctx, a, json, quiet),
         Command::Verify(a) => verify::run(&ctx, a, json),
         Command::Diff(a) => diff::run(&ctx, a, json),
         Command::Push(a) => push::run(&ctx, a, json, quiet),

@@ -72,6 +72,29 @@ pub struct KilnToml {
     pub build: BuildSection,
     #[serde(default)]
     pub image: ImageSection,
+    #[serde(default)]
+    pub check: CheckSection,
+}
+
+/// `[check]`: how `kiln check` starts and probes the image.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    /// HTTP path answered 2xx when healthy, e.g. `/health`.
+    pub health: Option<Spanned<String>>,
+    /// Port for the health probe (default: the first exposed TCP port).
+    pub port: Option<Spanned<i64>>,
+    /// Variables the app must refuse to start without.
+    #[serde(default)]
+    pub required_env: Vec<Spanned<String>>,
+    /// Dotenv file with the production-like environment (relative to the project).
+    pub env_file: Option<Spanned<String>>,
+    /// How long it must stay up (default 1s).
+    pub settle: Option<Spanned<String>>,
+    /// How long ports and health may take to answer (default 10s).
+    pub ready_timeout: Option<Spanned<String>>,
+    /// How long the stop signal may take to end it (default 10s).
+    pub stop_timeout: Option<Spanned<String>>,
 }
 
 /// `[build]`: how the binary is built.
@@ -244,12 +267,24 @@ entrypoint = ["/usr/local/bin/app"]
 ports = [8080, "53/udp"]
 labels = { "org.opencontainers.image.source" = "https://example.com" }
 files = [{ src = "static", dest = "/srv/static", mode = "0644" }]
+
+[check]
+health = "/health"
+port = 8080
+required_env = ["DATABASE_URL"]
+env_file = ".env.production"
+settle = "2s"
+ready_timeout = "10s"
+stop_timeout = "5s"
 "#,
         )
         .unwrap();
         assert_eq!(c.build.bin.unwrap().into_inner(), "app");
         assert_eq!(c.image.ports.len(), 2);
         assert_eq!(c.image.files[0].get_ref().dest, "/srv/static");
+        assert_eq!(c.check.required_env[0].get_ref(), "DATABASE_URL");
+        let e = parse("[check]\nhealth = \"/h\"\nsettle = 3\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 10), "{e}");
     }
 
     #[test]

@@ -1,0 +1,876 @@
+//! Items 2–7: the image runs on the engine the way production would run it
+//! and is watched from outside. One container ("main") gets the production
+//! settings: an internal network (no egress), a read-only root with a tmpfs
+//! /tmp, every capability dropped, no-new-privileges, the image's own user.
+//! Beside it, at the same time: a "twin" with a writable root, whose
+//! container diff shows where the app writes (a read-only root only shows
+//! that a write failed, never where), and one container per required
+//! variable, started without it. Ports and health are probed from this
+//! side of the network, at the container's address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerState, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder};
+use futures_util::StreamExt;
+
+use super::{Item, Options, Status};
+use crate::oci::RuntimeConfig;
+use crate::{Error, Result};
+
+/// Label on everything `kiln check` creates (so a crash's leftovers can be found).
+pub const LABEL: &str = "dev.kiln.check";
+
+/// Bytes of a container's output kept (its tail).
+const MAX_LOG: usize = 64 << 10;
+
+/// What the run created, for cleanup whatever happens.
+#[derive(Default)]
+pub struct Created {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+pub type Tracker = Arc<Mutex<Created>>;
+
+fn engine_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
+    move |e| Error::Engine {
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Removes what the run created.
+pub async fn cleanup(docker: &Docker, created: &Tracker) {
+    let (containers, networks) = {
+        let mut c = created.lock().expect("tracker");
+        (std::mem::take(&mut c.containers), std::mem::take(&mut c.networks))
+    };
+    for id in containers {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let _ = docker.remove_container(&id, Some(opts)).await;
+    }
+    for n in networks {
+        let _ = docker.remove_network(&n).await;
+    }
+}
+
+fn suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{n:08x}", std::process::id())
+}
+
+struct Spec<'a> {
+    role: &'a str,
+    image: &'a str,
+    env: Vec<String>,
+    network: &'a str,
+    read_only: bool,
+}
+
+async fn start(docker: &Docker, s: Spec<'_>, created: &Tracker) -> Result<String> {
+    let name = format!("kiln-check-{}-{}", s.role, suffix());
+    let body = ContainerCreateBody {
+        image: Some(s.image.to_string()),
+        env: Some(s.env),
+        labels: Some(HashMap::from([(LABEL.to_string(), s.role.to_string())])),
+        host_config: Some(HostConfig {
+            network_mode: Some(s.network.to_string()),
+            readonly_rootfs: Some(s.read_only),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                "rw,nosuid,nodev,size=64m".to_string(),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            pids_limit: Some(4096),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+    let c = docker
+        .create_container(Some(opts), body)
+        .await
+        .map_err(engine_err("creating a container for the check"))?;
+    created.lock().expect("tracker").containers.push(c.id.clone());
+    docker
+        .start_container(&c.id, None)
+        .await
+        .map_err(engine_err("starting the image"))?;
+    Ok(c.id)
+}
+
+async fn state(docker: &Docker, id: &str) -> Result<(ContainerState, Option<IpAddr>)> {
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(engine_err("inspecting the container"))?;
+    let ip = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.into_values().find_map(|e| e.ip_address.filter(|a| !a.is_empty())))
+        .and_then(|a| a.parse().ok());
+    Ok((info.state.unwrap_or_default(), ip))
+}
+
+/// Waits until the container is not running, up to `limit`: its exit code.
+async fn exited_within(docker: &Docker, id: &str, limit: Duration) -> Result<Option<i64>> {
+    let t = Instant::now();
+    loop {
+        let (s, _) = state(docker, id).await?;
+        if !s.running.unwrap_or(false) {
+            return Ok(Some(s.exit_code.unwrap_or(-1)));
+        }
+        if t.elapsed() >= limit {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn logs(docker: &Docker, id: &str) -> String {
+    let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+    let mut s = docker.logs(id, Some(opts));
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        out.extend_from_slice(&chunk.into_bytes());
+        if out.len() > 2 * MAX_LOG {
+            out.drain(..out.len() - MAX_LOG);
+        }
+    }
+    if out.len() > MAX_LOG {
+        out.drain(..out.len() - MAX_LOG);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn tail(log: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..]
+        .iter()
+        .map(|l| format!("output: {}", l.chars().take(300).collect::<String>()))
+        .collect()
+}
+
+/// Signal numbers for 128+N exit codes.
+pub fn signal_number(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    Some(match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "WINCH" => 28,
+        _ => return None,
+    })
+}
+
+fn is_root(user: Option<&str>) -> bool {
+    let u = user.unwrap_or("");
+    let name = u.split(':').next().unwrap_or("");
+    name.is_empty() || name == "0" || name == "root"
+}
+
+/// One listening TCP socket in the container's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// The container's listening TCP sockets, read from /proc/PID/net/tcp{,6}
+/// when the engine runs on this host; `None` when its processes are not
+/// visible here (a remote engine) or the PID is not the container's.
+fn listeners(pid: i64, container_id: &str) -> Option<Vec<Listener>> {
+    if pid <= 0 {
+        return None;
+    }
+    let base = std::path::Path::new("/proc").join(pid.to_string());
+    // The PID must be this container's (a remote engine's PID means nothing here).
+    let cgroup = std::fs::read_to_string(base.join("cgroup")).ok()?;
+    if !cgroup.contains(container_id) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (file, v6) in [("net/tcp", false), ("net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(base.join(file)) else {
+            continue;
+        };
+        out.extend(parse_proc_net(&text, v6));
+    }
+    Some(out)
+}
+
+/// LISTEN (state 0A) sockets of a /proc/net/tcp table.
+pub fn parse_proc_net(text: &str, v6: bool) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            continue;
+        }
+        let Some((ip, port)) = f[1].split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port, 16) else {
+            continue;
+        };
+        let addr = if v6 {
+            if ip.len() != 32 || !ip.is_ascii() {
+                continue;
+            }
+            let mut b = [0u8; 16];
+            let mut ok = true;
+            for w in 0..4 {
+                match u32::from_str_radix(&ip[w * 8..w * 8 + 8], 16) {
+                    Ok(word) => b[w * 4..w * 4 + 4].copy_from_slice(&word.swap_bytes().to_be_bytes()),
+                    Err(_) => ok = false,
+                }
+            }
+            if !ok {
+                continue;
+            }
+            IpAddr::from(b)
+        } else {
+            let Ok(word) = u32::from_str_radix(ip, 16) else {
+                continue;
+            };
+            IpAddr::from(word.swap_bytes().to_be_bytes())
+        };
+        // Docker's embedded DNS resolver on user networks, not the app.
+        if addr == IpAddr::from([127, 0, 0, 11]) {
+            continue;
+        }
+        out.push(Listener { addr, port });
+    }
+    out
+}
+
+fn loopback(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_loopback(),
+        IpAddr::V6(v) => v.is_loopback() || v.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
+    }
+}
+
+/// The declared ports: (port, protocol).
+fn declared(rc: &RuntimeConfig) -> Vec<(u16, String)> {
+    rc.exposed_ports
+        .keys()
+        .filter_map(|k| {
+            let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+            Some((p.parse().ok()?, proto.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+/// Connects until it answers or the deadline passes.
+async fn connect_until(addr: std::net::SocketAddr, deadline: Instant) -> std::result::Result<Duration, String> {
+    let t = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(t.elapsed()),
+            Ok(Err(e)) if Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) if Instant::now() >= deadline => return Err("timed out".into()),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET: the status code, or why there is none.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::result::Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kiln-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.lines().next().unwrap_or("");
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
+            (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+            _ => Err(format!(
+                "not an HTTP response: {:?}",
+                line.chars().take(80).collect::<String>()
+            )),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 2 s".into()))
+}
+
+fn item(id: u8, status: Status, summary: impl Into<String>, evidence: Vec<String>, fix: impl Into<String>) -> Item {
+    Item::new(id, status, summary, evidence, fix)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Runs items 2–7 against `image` (an ID or name the engine has).
+pub async fn run(
+    docker: &Docker,
+    image: &str,
+    rc: &RuntimeConfig,
+    opts: &Options,
+    created: &Tracker,
+) -> Result<Vec<Item>> {
+    let network = format!("kiln-check-{}", suffix());
+    let req = NetworkCreateRequest {
+        name: network.clone(),
+        driver: Some("bridge".into()),
+        internal: Some(true),
+        labels: Some(HashMap::from([(LABEL.to_string(), "network".to_string())])),
+        ..Default::default()
+    };
+    docker
+        .create_network(req)
+        .await
+        .map_err(engine_err("creating an internal network"))?;
+    created.lock().expect("tracker").networks.push(network.clone());
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in &opts.env {
+        env.retain(|(k2, _)| k2 != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let env_list = |without: Option<&str>| -> Vec<String> {
+        env.iter()
+            .filter(|(k, _)| Some(k.as_str()) != without)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    };
+    let baked: Vec<&str> = rc.env.iter().map(|kv| kv.split('=').next().unwrap_or("")).collect();
+
+    let t0 = Instant::now();
+    let spec = |role, read_only, without: Option<&str>| Spec {
+        role,
+        image,
+        env: env_list(without),
+        network: &network,
+        read_only,
+    };
+    let main = start(docker, spec("main", true, None), created).await?;
+    let twin = start(docker, spec("twin", false, None), created).await?;
+    let mut required = Vec::new();
+    for name in &opts.required_env {
+        if baked.contains(&name.as_str()) {
+            required.push((name.clone(), None));
+        } else {
+            let id = start(docker, spec("without-env", true, Some(name)), created).await?;
+            required.push((name.clone(), Some(id)));
+        }
+    }
+
+    // 2. It stays up past the settle time.
+    let early_exit = exited_within(docker, &main, opts.settle).await?;
+    let (main_state, ip) = state(docker, &main).await?;
+    let up = early_exit.is_none();
+    let mut items = Vec::new();
+    let mut start_evidence = vec![format!(
+        "ran as user {:?} on an internal network (no egress), read-only root with a tmpfs /tmp, all capabilities dropped, no-new-privileges",
+        rc.user.clone().unwrap_or_default()
+    )];
+    let root = is_root(rc.user.as_deref());
+    let start_item = if let Some(code) = early_exit {
+        let log = logs(docker, &main).await;
+        start_evidence.extend(tail(&log, 12));
+        let twin_up = state(docker, &twin).await?.0.running.unwrap_or(false);
+        if twin_up {
+            start_evidence.push("with a writable root filesystem it stays up: see item 7".into());
+        }
+        item(
+            2,
+            Status::Fail,
+            format!("exited with status {code} within {} of starting", secs(t0.elapsed())),
+            start_evidence,
+            "run it with the same settings (`docker run --read-only --tmpfs /tmp --cap-drop ALL --network none IMAGE`) and read its output",
+        )
+    } else if root {
+        item(
+            2,
+            Status::Fail,
+            "it runs as root",
+            start_evidence,
+            "run as a non-root user: [image] user = \"65532:65532\" (or a user the base defines)",
+        )
+    } else {
+        item(
+            2,
+            Status::Pass,
+            format!("up after {}", secs(opts.settle)),
+            start_evidence,
+            "",
+        )
+    };
+    items.push(start_item);
+
+    // 3. Declared ports answer from outside; nothing else listens.
+    let ports = declared(rc);
+    let deadline = t0 + opts.ready_timeout;
+    let pid = main_state.pid.unwrap_or(0);
+    if !up {
+        items.push(item(3, Status::Skip, "it did not start (item 2)", vec![], ""));
+    } else {
+        let mut ev = Vec::new();
+        let mut bad = Vec::new();
+        let mut fixes = Vec::new();
+        let ip = ip.ok_or_else(|| Error::Engine {
+            message: "the container has no address on the check network".into(),
+        })?;
+        for (port, proto) in &ports {
+            if proto != "tcp" {
+                ev.push(format!("{port}/{proto} declared: only TCP is probed"));
+                continue;
+            }
+            match connect_until((ip, *port).into(), deadline).await {
+                Ok(d) => ev.push(format!(
+                    "{port}/tcp answers from outside at {ip}:{port} ({} after the settle)",
+                    secs(d)
+                )),
+                Err(e) => {
+                    bad.push(format!("{port}/tcp does not answer from outside at {ip}:{port} ({e})"));
+                    fixes.push(format!(
+                        "listen on 0.0.0.0:{port} (not 127.0.0.1), or declare the port it uses"
+                    ));
+                }
+            }
+        }
+        match listeners(pid, &main) {
+            Some(ls) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for l in &ls {
+                    if !seen.insert((l.addr, l.port)) {
+                        continue;
+                    }
+                    let is_declared = ports.iter().any(|(p, pr)| *p == l.port && pr == "tcp");
+                    if loopback(&l.addr) {
+                        if is_declared {
+                            bad.push(format!(
+                                "{}/tcp listens on {} only: unreachable from outside",
+                                l.port, l.addr
+                            ));
+                        }
+                        continue;
+                    }
+                    if !is_declared {
+                        bad.push(format!(
+                            "listens on {}:{}/tcp, which the image does not declare",
+                            l.addr, l.port
+                        ));
+                        fixes.push(format!(
+                            "declare it ([image] ports = [..., {}]) or stop listening on it",
+                            l.port
+                        ));
+                    }
+                }
+                ev.push(format!("listening sockets (from the container's /proc): {}", ls.len()));
+            }
+            None => {
+                ev.push("undeclared listeners not checked: the engine's processes are not visible from here".into())
+            }
+        }
+        if ports.is_empty() && bad.is_empty() {
+            items.push(item(
+                3,
+                Status::Skip,
+                "it declares no ports and listens on none",
+                ev,
+                "",
+            ));
+        } else if bad.is_empty() {
+            items.push(item(3, Status::Pass, "listens on its declared ports", ev, ""));
+        } else {
+            let summary = bad.join("; ");
+            ev.extend(bad);
+            items.push(item(3, Status::Fail, summary, ev, fixes.join("; ")));
+        }
+    }
+
+    // 4. Health.
+    items.push(health(docker, &main, rc, opts, up, ip, &ports, deadline).await?);
+
+    // 6. Graceful stop (before 5's verdicts, which only wait).
+    let signal = rc.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into());
+    let stop_item = if !up {
+        item(6, Status::Skip, "it did not start (item 2)", vec![], "")
+    } else {
+        let ko = KillContainerOptionsBuilder::default().signal(&signal).build();
+        let sent = Instant::now();
+        docker
+            .kill_container(&main, Some(ko))
+            .await
+            .map_err(engine_err("sending the stop signal"))?;
+        match exited_within(docker, &main, opts.stop_timeout).await? {
+            Some(code) => {
+                let n = signal_number(&signal);
+                let ok = code == 0 || n.is_some_and(|n| code == 128 + n);
+                let ev = vec![format!(
+                    "{signal} sent; exited with status {code} after {}",
+                    secs(sent.elapsed())
+                )];
+                if ok {
+                    item(
+                        6,
+                        Status::Pass,
+                        format!("{signal} ends it in {}", secs(sent.elapsed())),
+                        ev,
+                        "",
+                    )
+                } else {
+                    item(
+                        6,
+                        Status::Fail,
+                        format!("{signal} ends it with status {code}, not 0"),
+                        ev,
+                        format!("on {signal}, finish in-flight work and exit with status 0"),
+                    )
+                }
+            }
+            None => {
+                let ko = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+                let _ = docker.kill_container(&main, Some(ko)).await;
+                item(
+                    6,
+                    Status::Fail,
+                    format!(
+                        "still running {} after {signal}: the engine would kill it (SIGKILL), cutting requests off",
+                        secs(opts.stop_timeout)
+                    ),
+                    vec![
+                        "as PID 1 in a container a process gets no default signal handling: it must handle the stop signal itself"
+                            .into(),
+                    ],
+                    format!(
+                        "handle {signal} (e.g. tokio::signal::unix) and exit; or raise [check] stop_timeout if it needs longer"
+                    ),
+                )
+            }
+        }
+    };
+
+    // 5. Each required variable, missing, stops it promptly with its name.
+    let req_item = if opts.required_env.is_empty() {
+        item(
+            5,
+            Status::Skip,
+            "no required variables configured ([check] required_env)",
+            vec![],
+            "",
+        )
+    } else {
+        let mut ev = Vec::new();
+        let mut bad = Vec::new();
+        for (name, id) in &required {
+            let Some(id) = id else {
+                bad.push(format!(
+                    "{name} is set in the image's config Env, so a start without it cannot happen"
+                ));
+                continue;
+            };
+            let left = (t0 + opts.ready_timeout).saturating_duration_since(Instant::now());
+            match exited_within(docker, id, left).await? {
+                None => bad.push(format!(
+                    "without {name} it starts anyway (still running after {})",
+                    secs(opts.ready_timeout)
+                )),
+                Some(0) => bad.push(format!("without {name} it exits with status 0, as if all were well")),
+                Some(code) => {
+                    let log = logs(docker, id).await;
+                    if log.contains(name.as_str()) {
+                        let line = log.lines().find(|l| l.contains(name.as_str())).unwrap_or("");
+                        ev.push(format!("without {name}: exit {code}, output: {}", line.trim()));
+                    } else {
+                        bad.push(format!(
+                            "without {name} it exits {code} but its output does not name {name}"
+                        ));
+                        ev.extend(tail(&log, 5));
+                    }
+                }
+            }
+        }
+        if bad.is_empty() {
+            item(
+                5,
+                Status::Pass,
+                "each required variable is validated at startup",
+                ev,
+                "",
+            )
+        } else {
+            let summary = bad.join("; ");
+            ev.extend(bad);
+            item(
+                5,
+                Status::Fail,
+                summary,
+                ev,
+                "validate required configuration first thing at startup: exit non-zero with a message naming the variable",
+            )
+        }
+    };
+    items.push(req_item);
+    items.push(stop_item);
+
+    // 7. Writes: the twin's container diff, and the main run's read-only failures.
+    let ko = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+    let _ = docker.kill_container(&twin, Some(ko)).await;
+    let changes = docker
+        .container_changes(&twin)
+        .await
+        .map_err(engine_err("reading the container's changes"))?
+        .unwrap_or_default();
+    let volumes: Vec<&String> = rc.volumes.keys().collect();
+    let mut written: Vec<String> = changes
+        .iter()
+        .filter(|c| {
+            let p = &c.path;
+            !p.starts_with("/tmp/")
+                && p != "/tmp"
+                && !volumes
+                    .iter()
+                    .any(|v| p == *v || p.starts_with(&format!("{}/", v.trim_end_matches('/'))))
+        })
+        .map(|c| {
+            let kind = match c.kind as u8 {
+                0 => "changed",
+                1 => "added",
+                _ => "deleted",
+            };
+            format!("{} ({kind})", c.path)
+        })
+        .collect();
+    written.sort();
+    let main_log = logs(docker, &main).await;
+    let erofs: Vec<String> = main_log
+        .lines()
+        .filter(|l| l.contains("Read-only file system") || l.contains("os error 30") || l.contains("EROFS"))
+        .take(5)
+        .map(|l| format!("read-only root: {}", l.trim()))
+        .collect();
+    let writes_item = if written.is_empty() && erofs.is_empty() {
+        item(
+            7,
+            Status::Pass,
+            "wrote nothing outside /tmp",
+            vec!["container diff of a writable-root run beside it: empty".into()],
+            "",
+        )
+    } else {
+        let mut ev: Vec<String> = written.iter().take(20).map(|w| format!("writes {w}")).collect();
+        if written.len() > 20 {
+            ev.push(format!("… and {} more", written.len() - 20));
+        }
+        ev.extend(erofs.clone());
+        let summary = match written.first() {
+            Some(first) => format!(
+                "writes outside /tmp: {}; a read-only root refuses it",
+                first.split(" (").next().unwrap_or(first)
+            ),
+            None => "a write failed on the read-only root".to_string(),
+        };
+        item(
+            7,
+            Status::Fail,
+            summary,
+            ev,
+            "write only under /tmp (a tmpfs in production), or to a volume declared for that path",
+        )
+    };
+    items.push(writes_item);
+    items.sort_by_key(|i| i.id);
+    Ok(items)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn health(
+    docker: &Docker,
+    main: &str,
+    rc: &RuntimeConfig,
+    opts: &Options,
+    up: bool,
+    ip: Option<IpAddr>,
+    ports: &[(u16, String)],
+    deadline: Instant,
+) -> Result<Item> {
+    let image_check = rc
+        .healthcheck
+        .as_ref()
+        .filter(|h| h.test.first().is_some_and(|t| t != "NONE"));
+    if opts.health.is_none() && image_check.is_none() {
+        return Ok(item(
+            4,
+            Status::Skip,
+            "no health endpoint configured",
+            vec![],
+            "set [check] health = \"/health\" (or --health PATH), or give the image a healthcheck",
+        ));
+    }
+    if !up {
+        return Ok(item(4, Status::Skip, "it did not start (item 2)", vec![], ""));
+    }
+    if let Some(path) = &opts.health {
+        let port = opts
+            .port
+            .or_else(|| ports.iter().find(|(_, p)| p == "tcp").map(|(p, _)| *p));
+        let (Some(port), Some(ip)) = (port, ip) else {
+            return Ok(item(
+                4,
+                Status::Fail,
+                "no port to probe: the image declares no TCP port",
+                vec![],
+                "declare the port ([image] ports) or set [check] port",
+            ));
+        };
+        let addr = std::net::SocketAddr::from((ip, port));
+        let t = Instant::now();
+        let mut last;
+        loop {
+            last = http_get(addr, path).await;
+            match &last {
+                Ok(code) if (200..300).contains(code) => {
+                    return Ok(item(
+                        4,
+                        Status::Pass,
+                        format!("GET {path} answered {code}"),
+                        vec![format!("GET http://{addr}{path} → {code} after {}", secs(t.elapsed()))],
+                        "",
+                    ));
+                }
+                // A definite answer that is not 2xx (and not "busy"): no use waiting.
+                Ok(code) if *code < 500 => break,
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let what = match &last {
+            Ok(code) => format!("GET {path} answered {code}"),
+            Err(e) => format!("GET {path} got no answer ({e})"),
+        };
+        return Ok(item(
+            4,
+            Status::Fail,
+            what.clone(),
+            vec![format!("http://{addr}{path}: {what} after {}", secs(t.elapsed()))],
+            format!("serve {path} with 200 when the app can take traffic, or set [check] health to the path it serves"),
+        ));
+    }
+    // The image's own healthcheck, run by the engine: its first run comes
+    // after the interval, so the wait covers that (capped).
+    let h = image_check.expect("checked above");
+    let first = Duration::from_nanos(
+        h.interval
+            .unwrap_or(30_000_000_000)
+            .saturating_add(h.timeout.unwrap_or(30_000_000_000)),
+    );
+    let limit = (opts.ready_timeout.max(first + Duration::from_secs(1))).min(Duration::from_secs(120));
+    let t = Instant::now();
+    loop {
+        let (s, _) = state(docker, main).await?;
+        let health = s.health.unwrap_or_default();
+        let status = health.status.map(|s| s.to_string()).unwrap_or_default();
+        let last_out = health
+            .log
+            .unwrap_or_default()
+            .last()
+            .and_then(|l| l.output.clone())
+            .unwrap_or_default();
+        if status == "healthy" {
+            return Ok(item(
+                4,
+                Status::Pass,
+                "the image's healthcheck reports healthy",
+                vec![format!("healthy after {}", secs(t.elapsed()))],
+                "",
+            ));
+        }
+        if status == "unhealthy" || t.elapsed() >= limit {
+            return Ok(item(
+                4,
+                Status::Fail,
+                format!(
+                    "the image's healthcheck reports {}",
+                    if status.is_empty() { "nothing" } else { &status }
+                ),
+                vec![format!("last output: {}", last_out.trim())],
+                "make the healthcheck command succeed when the app is ready (it runs inside the container, with the same restrictions)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_listeners() {
+        let v4 = "  sl  local_address rem_address   st\n   0: 00000000:1F90 00000000:0000 0A 0\n   1: 0B00007F:98C9 00000000:0000 0A 0\n   2: 0100007F:2382 00000000:0000 0A 0\n   3: 020012AC:1F90 010012AC:D0A2 01 0\n";
+        let l = parse_proc_net(v4, false);
+        assert_eq!(
+            l,
+            vec![
+                Listener {
+                    addr: IpAddr::from([0, 0, 0, 0]),
+                    port: 8080
+                },
+                Listener {
+                    addr: IpAddr::from([127, 0, 0, 1]),
+                    port: 9090
+                },
+            ]
+        );
+        let v6 = "  sl  local_address\n   0: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 0\n   1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 0\n";
+        let l = parse_proc_net(v6, true);
+        assert_eq!(l[0].addr, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(l[0].port, 9090);
+        assert_eq!(l[1].addr, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn signals_and_users() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("INT"), Some(2));
+        assert_eq!(signal_number("15"), Some(15));
+        assert_eq!(signal_number("SIGRTMIN"), None);
+        assert!(is_root(None));
+        assert!(is_root(Some("root:root")));
+        assert!(is_root(Some("0")));
+        assert!(!is_root(Some("65532:65532")));
+        assert!(!is_root(Some("app")));
+    }
+}
