@@ -6,7 +6,8 @@
 # builder: build it in the default builder (pinned by digest) into a scratch
 # image, scan it (will it start?), verify it rebuilds byte for byte under
 # varied conditions, push it to the local registry, then pull and run it from
-# there and ask it for a page. Prints the image digest last.
+# there and ask it for a page; roll a tag back; run the deployment checklist
+# (kiln check) on examples/with-deps. Prints the image digest last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -80,6 +81,26 @@ done
 echo "GET / -> ${reply:-no answer}" >&2
 [ "${reply:-}" = "hello from kiln" ] || { docker logs "$container" >&2; exit 1; }
 echo "runs as user $(docker inspect --format '{{.Config.User}}' "$pushed"); image size $(docker image inspect --format '{{.Size}}' "$pushed") bytes" >&2
+
+step "rollback, rehearsed: push release 1 and release 2 to :prod, then kiln rollback puts release 1's manifest back byte for byte (no blob upload)"
+prod="$KILN_REGISTRY/kiln-try/hello-http:prod"
+"$kiln" assemble --quiet --from oci:target/kiln/image:latest --label release=2 --out oci:target/kiln/image:release2
+"$kiln" push --quiet oci:target/kiln/image:latest "$prod" >/dev/null
+"$kiln" push --quiet oci:target/kiln/image:release2 "$prod" >/dev/null
+"$kiln" rollback --steps 1 "$prod"
+"$kiln" history "$prod" | head -4 >&2
+now=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$prod")
+[ "$now" = "$digest" ] || { echo "rollback: :prod is $now, expected $digest" >&2; exit 1; }
+echo ":prod is release 1 again: $now" >&2
+
+step "kiln check on examples/with-deps (a service with /health, DATABASE_URL required, SIGTERM handled): started as production would (its .env.production, internal network, read-only root, no capabilities), probed from outside"
+(
+    cd ../with-deps
+    "$kiln" lock --update >/dev/null 2>&1 || true
+    grep -A4 '^\[check\]' kiln.toml >&2
+    "$kiln" build --quiet --out oci:target/kiln/image:latest >/dev/null
+    "$kiln" check oci:target/kiln/image:latest
+)
 
 step "kiln build --platform linux/amd64 --platform linux/arm64: one index, cross-compiled in the same builder; the arm64 image runs under QEMU"
 "$kiln" build --quiet --platform linux/amd64 --platform linux/arm64 --out "oci:target/kiln/multi:latest" >/dev/null

@@ -2,7 +2,7 @@
 //! chain and map it to a documented exit code.
 //!
 //! Exit codes: 0 success; 1 the command ran and found a problem (reserved
-//! for scan, diff, verify); 2 usage error or failure (bad input, I/O,
+//! for scan, check, diff, verify, and build's gates); 2 usage error or failure (bad input, I/O,
 //! engine); 130 interrupted (Ctrl-C), after cleaning up.
 
 #[macro_use]
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if matches!(e.downcast_ref::<kiln::Error>(), Some(kiln::Error::Interrupted)) {
-                eprintln!("kiln: interrupted; build containers removed");
+                eprintln!("kiln: interrupted; containers removed");
                 return ExitCode::from(130);
             }
             eprintln!("kiln: error: {e}");
