@@ -20,6 +20,9 @@ bench_setup check
 export CONTAINERS_REGISTRIES_CONF
 (cd "$work/p" && SOURCE_DATE_EPOCH=1700000000 "$kiln" build --quiet --out "oci:$work/layout:bench" \
     --out "docker-archive:$work/image.tar:kiln-bench/with-deps:check" >/dev/null)
+# Leftovers of an interrupted run of this script.
+docker ps -aq --filter ancestor=kiln-bench/with-deps:check | xargs -r docker rm -f >/dev/null
+docker network ls -q --filter name=kiln-bench- | xargs -r docker network rm >/dev/null
 docker rmi kiln-bench/with-deps:check >/dev/null 2>&1 || true
 
 by_hand() {
@@ -27,10 +30,12 @@ by_hand() {
     local img=kiln-bench/with-deps:check net=kiln-bench-$$ main twin noenv ip code
     docker load -q -i "$work/image.tar" >/dev/null
     docker network create --internal "$net" >/dev/null
-    local common=(--network "$net" --tmpfs /tmp:rw,nosuid,nodev,size=64m --cap-drop ALL --security-opt no-new-privileges --env-file "$work/p/.env.production")
-    main=$(docker run -d --read-only "${common[@]}" "$img")
-    twin=$(docker run -d "${common[@]}" "$img")
-    noenv=$(docker run -d --read-only "${common[@]}" -e DATABASE_URL "$img")
+    local common=(--network "$net" --tmpfs /tmp:rw,nosuid,nodev,size=64m --cap-drop ALL --security-opt no-new-privileges)
+    local envf=$work/p/.env.production
+    grep -v '^DATABASE_URL=' "$envf" >"$work/noenv.env"
+    main=$(docker run -d --read-only "${common[@]}" --env-file "$envf" "$img")
+    twin=$(docker run -d "${common[@]}" --env-file "$envf" "$img")
+    noenv=$(docker run -d --read-only "${common[@]}" --env-file "$work/noenv.env" "$img")
     sleep 1
     [ "$(docker inspect -f '{{.State.Running}}' "$main")" = true ]
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$main")

@@ -224,35 +224,38 @@ fn interrupted_check_removes_its_containers_and_network() {
         "--out",
         &image,
     ]));
-    // A long settle keeps it inside the run when the signal comes.
-    let child = sb
-        .kiln()
-        .args(["check", "--quiet", "--settle", "60s", &image])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let t = std::time::Instant::now();
-    while check_containers_of(pid).is_empty() {
-        assert!(t.elapsed().as_secs() < 60, "kiln check made no containers");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    // A long settle keeps it inside the run when the signal comes: Ctrl-C,
+    // and SIGTERM as a cancelled CI job sends it.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let child = sb
+            .kiln()
+            .args(["check", "--quiet", "--settle", "60s", &image])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let t = std::time::Instant::now();
+        while check_containers_of(pid).is_empty() {
+            assert!(t.elapsed().as_secs() < 60, "kiln check made no containers");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(check_containers_of(pid), "", "containers left behind");
+        let nets = stdout(&ok(Command::new("docker").args([
+            "network",
+            "ls",
+            "--filter",
+            &format!("name=kiln-check-{pid}-"),
+            "--format",
+            "{{.Name}}",
+        ])));
+        assert_eq!(nets, "", "network left behind");
     }
-    unsafe {
-        libc::kill(pid as i32, libc::SIGINT);
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(check_containers_of(pid), "", "containers left behind");
-    let nets = stdout(&ok(Command::new("docker").args([
-        "network",
-        "ls",
-        "--filter",
-        &format!("name=kiln-check-{pid}-"),
-        "--format",
-        "{{.Name}}",
-    ])));
-    assert_eq!(nets, "", "network left behind");
 }
 
 #[test]
@@ -292,6 +295,48 @@ fn check_config_errors_name_file_line_and_column() {
             .arg("oci:/nonexistent"),
     );
     assert!(err.contains(".env.prod:2:1") && err.contains("KEY=VALUE"), "{err}");
+    // The project is untrusted: its env file stays inside it, and a bad
+    // line is located, never quoted.
+    std::fs::write(project.join(".env.prod"), "A=1\n{\"secret\": \"abc=\"}\n").unwrap();
+    let err = fails(
+        sb.kiln()
+            .args(["check", "--project"])
+            .arg(&project)
+            .arg("oci:/nonexistent"),
+    );
+    assert!(err.contains(".env.prod:2:1") && !err.contains("secret"), "{err}");
+    std::fs::write(sb.join("elsewhere.env"), "TOKEN=1\n").unwrap();
+    std::fs::write(project.join("kiln.toml"), "[check]\nenv_file = \"../elsewhere.env\"\n").unwrap();
+    let err = fails(
+        sb.kiln()
+            .args(["check", "--project"])
+            .arg(&project)
+            .arg("oci:/nonexistent"),
+    );
+    assert!(
+        err.contains("kiln.toml:2:12") && err.contains("inside the project"),
+        "{err}"
+    );
+    std::os::unix::fs::symlink(sb.join("elsewhere.env"), project.join("link.env")).unwrap();
+    std::fs::write(project.join("kiln.toml"), "[check]\nenv_file = \"link.env\"\n").unwrap();
+    let err = fails(
+        sb.kiln()
+            .args(["check", "--project"])
+            .arg(&project)
+            .arg("oci:/nonexistent"),
+    );
+    assert!(
+        err.contains("kiln.toml:2:12") && err.contains("out of the project"),
+        "{err}"
+    );
+    std::fs::write(project.join("kiln.toml"), "[check]\nsettle = \"2h\"\n").unwrap();
+    let err = fails(
+        sb.kiln()
+            .args(["check", "--project"])
+            .arg(&project)
+            .arg("oci:/nonexistent"),
+    );
+    assert!(err.contains("kiln.toml:2:10") && err.contains("at most"), "{err}");
     std::fs::write(project.join("kiln.toml"), "[check]\nhealth = \"health\"\n").unwrap();
     let err = fails(
         sb.kiln()

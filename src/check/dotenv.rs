@@ -33,6 +33,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigErr
             start += skipped;
             rest = &text[start..line_end];
         }
+        // Errors never quote the line: a file given by mistake (a key, a
+        // credentials file) must not end up in a CI log.
         let Some(eq) = rest.find('=') else {
             return Err(src.error(start..start, "expected KEY=VALUE (a dotenv line)"));
         };
@@ -43,7 +45,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigErr
         if !valid {
             return Err(src.error(
                 start..start,
-                format!("`{key}` is not a variable name (letters, digits, `_` and `.`, not starting with a digit)"),
+                "expected KEY=VALUE with KEY a variable name (letters, digits, `_` and `.`, not starting with a digit)",
             ));
         }
         let vstart = start + eq + 1;
@@ -104,6 +106,12 @@ fn quoted(s: &str, q: char) -> Option<(String, usize)> {
 /// Reads and parses a dotenv file (bounded).
 pub fn load(path: &Path) -> crate::Result<Vec<(String, String)>> {
     let bytes = crate::image::read_regular(path, MAX_FILE)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(crate::Error::format(
+            path.display().to_string(),
+            format!("larger than {} KiB: an env file is configuration", MAX_FILE >> 10),
+        ));
+    }
     let text = String::from_utf8(bytes)
         .map_err(|_| crate::Error::format(path.display().to_string(), "not UTF-8 text: an env file is text"))?;
     parse(path, &text).map_err(crate::Error::Config)
@@ -144,7 +152,7 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         assert!(e.message.contains("never closed"), "{e}");
         let e = p("1A=x\n").unwrap_err();
-        assert!(e.message.contains("not a variable name"), "{e}");
+        assert!(e.message.contains("variable name") && !e.message.contains("1A"), "{e}");
         let e = p("A='x' y\n").unwrap_err();
         assert!(e.message.contains("after the closing quote"), "{e}");
     }

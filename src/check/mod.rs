@@ -151,7 +151,9 @@ impl Options {
                 None => Ok(default),
                 Some(s) => crate::settings::parse_duration(s.get_ref(), key)
                     .map(Duration::from_nanos)
-                    .map_err(|e| Error::Config(src.error(s.span(), e.to_string()))),
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| capped(d, key))
+                    .map_err(|m| Error::Config(src.error(s.span(), m))),
             }
         };
         o.settle = dur(&c.settle, "[check] settle", o.settle)?;
@@ -169,26 +171,65 @@ impl Options {
         }
         for name in &c.required_env {
             let n = name.get_ref();
-            if n.is_empty() || n.contains('=') {
+            if !var_name(n) {
                 return Err(Error::Config(src.error(name.span(), "expected a variable name")));
             }
             o.required_env.push(n.clone());
         }
         if let Some(f) = &c.env_file {
-            let file = project.join(f.get_ref());
-            if !file.is_file() {
+            // kiln.toml is the project's, and the project is untrusted: its
+            // env file must be inside it (the values go into the container).
+            let rel = Path::new(f.get_ref());
+            let inside = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
                 return Err(Error::Config(src.error(
                     f.span(),
-                    format!(
-                        "env file {} does not exist (paths are relative to the project)",
-                        file.display()
-                    ),
+                    "expected a path inside the project (relative, no `..`); pass a file from elsewhere with --env-file",
                 )));
             }
-            o.env = dotenv::load(&file)?;
+            let file = project.join(rel);
+            let real_project = std::fs::canonicalize(project).map_err(Error::read(project))?;
+            match std::fs::canonicalize(&file) {
+                Ok(real) if real.starts_with(&real_project) && real.is_file() => o.env = dotenv::load(&real)?,
+                Ok(_) => {
+                    return Err(Error::Config(src.error(
+                        f.span(),
+                        "the env file leads out of the project (a symlink) or is not a file",
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Config(src.error(
+                        f.span(),
+                        format!(
+                            "env file {} does not exist (paths are relative to the project)",
+                            file.display()
+                        ),
+                    )));
+                }
+            }
         }
         Ok(o)
     }
+}
+
+/// The longest wait kiln check accepts (an untrusted kiln.toml must not stall CI).
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// A duration within [`MAX_WAIT`].
+pub fn capped(d: Duration, what: &str) -> std::result::Result<Duration, String> {
+    if d > MAX_WAIT {
+        Err(format!("{what}: at most {} s", MAX_WAIT.as_secs()))
+    } else {
+        Ok(d)
+    }
+}
+
+/// A variable name as `[check] required_env` and `--env` take it.
+pub fn var_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n
+            .bytes()
+            .any(|b| b == b'=' || b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
 /// A health path must be an absolute HTTP path.
@@ -203,10 +244,13 @@ pub fn health_path(p: &str) -> std::result::Result<String, String> {
 }
 
 /// Runs the checklist on `image`. `scan` is a scan already made of it
-/// (`kiln build --check`), else it is scanned here.
+/// (`kiln build --check`), else it is scanned here. `others` are images
+/// that are not run but ship with it (an index's other platforms): their
+/// layers are searched for secrets too.
 pub fn check(
     ctx: &Context,
     image: &Image,
+    others: &[&Image],
     name: &str,
     opts: &Options,
     scan: Option<&crate::scan::Report>,
@@ -226,7 +270,16 @@ pub fn check(
     items.push(scan_item(scan));
 
     // 8. secrets (static, before anything runs)
-    let secrets = secrets::find(image)?;
+    let (mut secrets, mut total) = secrets::find(image)?;
+    for other in others {
+        let (more, n) = secrets::find(other)?;
+        total += n;
+        secrets.extend(more.into_iter().map(|mut s| {
+            s.place = format!("{} ({})", s.place, other.platform());
+            s
+        }));
+    }
+    secrets.truncate(secrets::MAX_FINDINGS);
     items.push(if secrets.is_empty() {
         Item::new(
             8,
@@ -248,6 +301,7 @@ pub fn check(
             secrets
                 .iter()
                 .map(|s| format!("{}: {}: {}", s.place, s.what, s.why))
+                .chain((total > secrets.len()).then(|| format!("… and {} more", total - secrets.len())))
                 .collect(),
             "keep secrets out of the image: pass them at run time (env, mounted files, a secret store); \
              a file deleted by a later layer is still in the pushed bytes, so rebuild without it and rotate it",
@@ -335,14 +389,18 @@ fn scan_item(scan: &crate::scan::Report) -> Item {
 }
 
 /// Loads the image into the engine (unless it has it), runs items 2–7,
-/// and removes what it made, whatever happens.
-fn run_on_engine(_ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Item>> {
+/// and removes what it made, whatever happens: success, failure, Ctrl-C,
+/// SIGTERM or SIGHUP (a cancelled CI job), a panic.
+fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Item>> {
     use crate::store::Sink as _;
+    use futures_util::FutureExt as _;
+    use tokio::signal::unix::{SignalKind, signal};
     let config = image.manifest().config.digest.clone();
     let id = config.to_string();
     let rc = image.config().config.clone().unwrap_or_default();
     let rt = crate::store::daemon::runtime()?;
-    let docker = crate::store::daemon::connect()?;
+    // Every call of the check is short: a wedged engine is an error, not a hang.
+    let docker = crate::store::daemon::connect()?.with_timeout(Duration::from_secs(120));
     let present = rt.block_on(async {
         docker.ping().await.map_err(|e| Error::Engine {
             message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
@@ -358,14 +416,24 @@ fn run_on_engine(_ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<It
         crate::store::daemon::DaemonSink::new(name.clone()).put(image)?;
         Some(name)
     };
-    let created: engine::Tracker = Default::default();
-    rt.block_on(async {
-        let flow = engine::run(&docker, &id, &rc, opts, &created);
+    let created = engine::tracker();
+    let (r, left) = rt.block_on(async {
+        let flow = std::panic::AssertUnwindSafe(engine::run(&docker, &id, &rc, opts, &created)).catch_unwind();
+        let stop = async {
+            let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+        };
         let r = tokio::select! {
             r = flow => r,
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+            _ = stop => Ok(Err(Error::Interrupted)),
         };
-        engine::cleanup(&docker, &created).await;
+        let left = engine::cleanup(&docker, &created).await;
         if let Some(name) = &loaded {
             // Untagging the image kiln loaded leaves the engine as it was.
             let _ = docker
@@ -376,6 +444,13 @@ fn run_on_engine(_ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<It
                 )
                 .await;
         }
-        r
-    })
+        (r, left)
+    });
+    for l in left {
+        ctx.progress.warn(&format!("kiln check could not remove {l}"));
+    }
+    match r {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }

@@ -30,9 +30,9 @@ pub fn check(ctx: &Context, project: &Path) -> Pinned {
         ));
     } else {
         match tracked(&cargo_lock) {
-            Ok(Some(true)) => p.evidence.push("Cargo.lock is tracked by git".into()),
+            Ok(Some(true)) => p.evidence.push("Cargo.lock is tracked by git (in its index)".into()),
             Ok(Some(false)) => p.problems.push((
-                "Cargo.lock is not committed: another machine resolves other crate versions".into(),
+                "Cargo.lock is not tracked by git: another machine resolves other crate versions".into(),
                 "`git add Cargo.lock` and commit it (and remove it from .gitignore)".into(),
             )),
             Ok(None) => p
@@ -40,7 +40,7 @@ pub fn check(ctx: &Context, project: &Path) -> Pinned {
                 .push("Cargo.lock exists (the project is not in a git work tree: not checked for commit)".into()),
             Err(e) => p.problems.push((
                 format!("cannot read git's index: {e}"),
-                "run `git status` in the project to repair the index".into(),
+                "look at the project's .git/config first (it can name programs git runs), then `git -c core.fsmonitor= status` to rewrite the index".into(),
             )),
         }
     }
@@ -108,17 +108,16 @@ pub fn tracked(file: &Path) -> crate::Result<Option<bool>> {
         return Ok(Some(false));
     }
     let bytes = crate::image::read_regular(&index, MAX_INDEX)?;
-    let sha256 = std::fs::read_to_string(git_dir.join("config"))
-        .map(|c| {
-            c.lines()
-                .any(|l| l.trim().to_ascii_lowercase().replace(' ', "") == "objectformat=sha256")
-        })
-        .unwrap_or(false);
-    let paths = index_paths(&bytes, if sha256 { 32 } else { 20 })
-        .map_err(|m| crate::Error::format(index.display().to_string(), m))?;
-    Ok(Some(paths.iter().any(|p| p.as_slice() == rel.as_bytes())))
+    if bytes.len() as u64 > MAX_INDEX {
+        return Err(crate::Error::format(
+            index.display().to_string(),
+            format!("larger than {} MiB", MAX_INDEX >> 20),
+        ));
+    }
+    index_contains(&bytes, rel.as_bytes())
+        .map(Some)
+        .map_err(|m| crate::Error::format(index.display().to_string(), m))
 }
-
 /// The work tree and git directory enclosing `file`.
 fn find_repo(file: &Path) -> Option<(PathBuf, PathBuf)> {
     let mut dir = file.parent();
@@ -129,7 +128,9 @@ fn find_repo(file: &Path) -> Option<(PathBuf, PathBuf)> {
         }
         if dot.is_file() {
             // A worktree or submodule: `gitdir: PATH`.
-            let text = crate::image::read_regular(&dot, 4096).ok()?;
+            let text = crate::image::read_regular(&dot, 4096)
+                .ok()
+                .filter(|t| t.len() <= 4096)?;
             let text = String::from_utf8(text).ok()?;
             let g = text.trim().strip_prefix("gitdir:")?.trim();
             let g = d.join(g);
@@ -140,8 +141,31 @@ fn find_repo(file: &Path) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// The paths in a git index (versions 2, 3 and 4).
-pub fn index_paths(b: &[u8], hash_len: usize) -> Result<Vec<Vec<u8>>, String> {
+/// Longest path an index entry may have here (git's own PATH_MAX-sized limit).
+const MAX_PATH: usize = 4096;
+
+/// Whether a git index (versions 2, 3 and 4; SHA-1 or SHA-256, told apart by
+/// the trailing checksum) has `path` as a real entry (not intent-to-add).
+pub fn index_contains(b: &[u8], path: &[u8]) -> Result<bool, String> {
+    use sha2::Digest as _;
+    // The index ends with a checksum of all before it: a SHA-256 one means
+    // a SHA-256 repository (32-byte object names), else SHA-1 (20).
+    let hash_len = match b.len().checked_sub(32) {
+        Some(end) if sha2::Sha256::digest(&b[..end]).as_slice() == &b[end..] => 32,
+        _ => 20,
+    };
+    let mut found = false;
+    walk_index(b, hash_len, |p, intent_to_add| {
+        if p == path && !intent_to_add {
+            found = true;
+        }
+        found
+    })?;
+    Ok(found)
+}
+
+/// Calls `f(path, intent_to_add)` for each entry until it returns true.
+pub fn walk_index(b: &[u8], hash_len: usize, mut f: impl FnMut(&[u8], bool) -> bool) -> Result<(), String> {
     let u32_at = |i: usize| -> Result<u32, String> {
         b.get(i..i + 4)
             .map(|s| u32::from_be_bytes(s.try_into().expect("4 bytes")))
@@ -158,10 +182,10 @@ pub fn index_paths(b: &[u8], hash_len: usize) -> Result<Vec<Vec<u8>>, String> {
     if count > b.len() / 40 {
         return Err("more entries than the file can hold".into());
     }
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
     let mut pos = 12usize;
-    let mut prev: Vec<u8> = Vec::new();
-    for _ in 0..count {
+    // v4 paths are stored as "drop N bytes of the previous one, add these".
+    let mut path: Vec<u8> = Vec::new();
+    for n in 0..count {
         let start = pos;
         let flags_at = start + 40 + hash_len;
         let flags = b
@@ -169,23 +193,35 @@ pub fn index_paths(b: &[u8], hash_len: usize) -> Result<Vec<Vec<u8>>, String> {
             .map(|s| u16::from_be_bytes([s[0], s[1]]))
             .ok_or("truncated entry")?;
         let mut p = flags_at + 2;
+        let mut intent_to_add = false;
         if version >= 3 && flags & 0x4000 != 0 {
+            let ext = b
+                .get(p..p + 2)
+                .map(|s| u16::from_be_bytes([s[0], s[1]]))
+                .ok_or("truncated entry")?;
+            intent_to_add = ext & 0x2000 != 0;
             p += 2;
         }
-        let path = if version == 4 {
-            let (strip, n) = varint(b.get(p..).ok_or("truncated entry")?)?;
-            p += n;
+        let too_long = || format!("entry {n}: a path longer than {MAX_PATH} bytes");
+        if version == 4 {
+            let (strip, used) = varint(b.get(p..).ok_or("truncated entry")?)?;
+            p += used;
             let end = p + b
                 .get(p..)
                 .ok_or("truncated entry")?
                 .iter()
                 .position(|&c| c == 0)
                 .ok_or("unterminated path")?;
-            let keep = prev.len().checked_sub(strip as usize).ok_or("bad path prefix")?;
-            let mut path = prev[..keep].to_vec();
+            let keep = usize::try_from(strip)
+                .ok()
+                .and_then(|s| path.len().checked_sub(s))
+                .ok_or("bad path prefix")?;
+            path.truncate(keep);
+            if keep + (end - p) > MAX_PATH {
+                return Err(too_long());
+            }
             path.extend_from_slice(&b[p..end]);
             pos = end + 1;
-            path
         } else {
             let end = p + b
                 .get(p..)
@@ -193,16 +229,19 @@ pub fn index_paths(b: &[u8], hash_len: usize) -> Result<Vec<Vec<u8>>, String> {
                 .iter()
                 .position(|&c| c == 0)
                 .ok_or("unterminated path")?;
-            let path = b[p..end].to_vec();
+            if end - p > MAX_PATH {
+                return Err(too_long());
+            }
+            path.clear();
+            path.extend_from_slice(&b[p..end]);
             // Entries are padded with 1–8 NULs to a multiple of 8 bytes.
-            let len = (end - start + 8) & !7;
-            pos = start + len;
-            path
-        };
-        prev = path.clone();
-        out.push(path);
+            pos = start + ((end - start + 8) & !7);
+        }
+        if f(&path, intent_to_add) {
+            return Ok(());
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Git's offset varint (big-endian groups, +1 per continuation).
@@ -251,36 +290,48 @@ mod tests {
         b
     }
 
+    fn paths(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        walk_index(b, 20, |p, _| {
+            out.push(p.to_vec());
+            false
+        })?;
+        Ok(out)
+    }
+
     #[test]
     fn reads_v2_and_v4_paths() {
         let b = index(2, &[entry("Cargo.lock", None), entry("src/main.rs", None)]);
         assert_eq!(
-            index_paths(&b, 20).unwrap(),
+            paths(&b).unwrap(),
             vec![b"Cargo.lock".to_vec(), b"src/main.rs".to_vec()]
         );
+        assert!(index_contains(&b, b"Cargo.lock").unwrap());
+        assert!(!index_contains(&b, b"Cargo.toml").unwrap());
         // v4: "src/lib.rs" then strip 6 ("lib.rs") + "main.rs".
         let b = index(4, &[entry("src/lib.rs", Some(0)), entry("main.rs", Some(6))]);
         assert_eq!(
-            index_paths(&b, 20).unwrap(),
+            paths(&b).unwrap(),
             vec![b"src/lib.rs".to_vec(), b"src/main.rs".to_vec()]
         );
-        assert!(index_paths(b"DIRC\0\0\0\x05", 20).is_err());
-        assert!(index_paths(&index(2, &[entry("x", None)])[..20], 20).is_err());
+        assert!(paths(b"DIRC\0\0\0\x05").is_err());
+        assert!(paths(&index(2, &[entry("x", None)])[..20]).is_err());
+        // A v4 path growing past the limit is refused, not built.
+        let long = "a".repeat(3000);
+        let b = index(4, &[entry(&long, Some(0)), entry(&long, Some(0))]);
+        assert!(paths(&b).unwrap_err().contains("longer than"));
     }
 
     #[test]
     fn the_real_index_of_this_repository() {
+        // The suite runs in a git clone of kiln: its index is a real one.
         let me = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        if Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").is_dir() {
-            assert_eq!(tracked(&me).unwrap(), Some(true));
-            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-            if let Ok(t) = std::fs::canonicalize(&target) {
-                let probe = t.join("kiln-untracked-probe");
-                std::fs::write(&probe, b"").unwrap();
-                assert_eq!(tracked(&probe).unwrap(), Some(false));
-                let _ = std::fs::remove_file(probe);
-            }
-        }
+        assert_eq!(tracked(&me).unwrap(), Some(true));
+        let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kiln-untracked-probe");
+        std::fs::create_dir_all(probe.parent().unwrap()).unwrap();
+        std::fs::write(&probe, b"").unwrap();
+        assert_eq!(tracked(&probe).unwrap(), Some(false));
+        let _ = std::fs::remove_file(probe);
     }
 
     proptest::proptest! {
@@ -290,7 +341,7 @@ mod tests {
             b.extend_from_slice(&v.to_be_bytes());
             b.extend_from_slice(&3u32.to_be_bytes());
             b.extend_from_slice(&tail);
-            let _ = index_paths(&b, 20);
+            let _ = index_contains(&b, b"Cargo.lock");
         }
     }
 }

@@ -51,32 +51,107 @@ const SECRET_FILES: &[&str] = &[
     ".git-credentials",
 ];
 
-/// Finds what looks secret in the image's config and layers.
-pub fn find(image: &Image) -> Result<Vec<Secret>> {
+/// Most findings listed (the rest are counted).
+pub const MAX_FINDINGS: usize = 50;
+
+/// Why a named value looks secret, if it does.
+fn named_value(name: &str, v: &str) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    let upper = name.to_ascii_uppercase();
+    if let Some(n) = SECRET_NAMES.iter().find(|n| upper.contains(*n)) {
+        return Some(format!("its name says {} and it has a value ({})", n, redact(v)));
+    }
+    content_secret(v.as_bytes()).or_else(|| url_password(v).then(|| "a URL with a password".to_string()))
+}
+
+/// Finds what looks secret in the image's config and layers: at most
+/// [`MAX_FINDINGS`], and how many there were in all.
+pub fn find(image: &Image) -> Result<(Vec<Secret>, usize)> {
     let mut out = Vec::new();
-    let env = image
-        .config()
-        .config
-        .as_ref()
-        .map(|c| c.env.clone())
-        .unwrap_or_default();
-    for kv in &env {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        if v.is_empty() {
-            continue;
+    let mut total = 0usize;
+    let mut push = |out: &mut Vec<Secret>, s: Secret| {
+        total += 1;
+        if out.len() < MAX_FINDINGS {
+            out.push(s);
         }
-        let upper = k.to_ascii_uppercase();
-        let why = if let Some(n) = SECRET_NAMES.iter().find(|n| upper.contains(*n)) {
-            Some(format!("its name says {} and it has a value ({})", n, redact(v)))
-        } else {
-            content_secret(v.as_bytes()).or_else(|| url_password(v).then(|| "a URL with a password".to_string()))
+    };
+    let rc = image.config().config.clone().unwrap_or_default();
+    for kv in &rc.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if let Some(why) = named_value(k, v) {
+            push(
+                &mut out,
+                Secret {
+                    place: "config Env".into(),
+                    what: k.to_string(),
+                    why,
+                },
+            );
+        }
+    }
+    for (k, v) in &rc.labels {
+        if let Some(why) = named_value(k, v) {
+            push(
+                &mut out,
+                Secret {
+                    place: "config Labels".into(),
+                    what: k.clone(),
+                    why,
+                },
+            );
+        }
+    }
+    // Arguments: `--password=…`, `--token …`, keys and URLs with passwords.
+    let args: Vec<(&str, &String)> = rc
+        .entrypoint
+        .iter()
+        .flatten()
+        .map(|a| ("config Entrypoint", a))
+        .chain(rc.cmd.iter().flatten().map(|a| ("config Cmd", a)))
+        .collect();
+    for (i, (place, a)) in args.iter().enumerate() {
+        let why = match a.trim_start_matches('-').split_once('=') {
+            Some((k, v)) if a.starts_with('-') => named_value(k, v),
+            _ => {
+                let prev_flag = i
+                    .checked_sub(1)
+                    .map(|j| args[j].1.as_str())
+                    .filter(|p| p.starts_with('-'));
+                match prev_flag {
+                    Some(f) => named_value(f.trim_start_matches('-'), a),
+                    None => named_value("", a),
+                }
+            }
         };
         if let Some(why) = why {
-            out.push(Secret {
-                place: "config Env".into(),
-                what: k.to_string(),
-                why,
-            });
+            push(
+                &mut out,
+                Secret {
+                    place: place.to_string(),
+                    what: format!("argument {}", i + 1),
+                    why,
+                },
+            );
+        }
+    }
+    // Build steps recorded in the history (a token passed as a build argument).
+    for (i, h) in image.config().history.iter().enumerate() {
+        let Some(step) = &h.created_by else { continue };
+        if let Some(why) = content_secret(step.as_bytes()).or_else(|| {
+            step.split_whitespace()
+                .any(url_password)
+                .then(|| "a URL with a password".to_string())
+        }) {
+            push(
+                &mut out,
+                Secret {
+                    place: "config history".into(),
+                    what: format!("step {}", i + 1),
+                    why,
+                },
+            );
         }
     }
     let limits = Limits::default();
@@ -93,11 +168,14 @@ pub fn find(image: &Image) -> Result<Vec<Secret>> {
             {
                 let repo = path[..at + 5].to_string();
                 if gits.insert(repo.clone()) {
-                    out.push(Secret {
-                        place: place.clone(),
-                        what: repo,
-                        why: "a .git directory (history, remotes and maybe credentials)".into(),
-                    });
+                    push(
+                        &mut out,
+                        Secret {
+                            place: place.clone(),
+                            what: repo,
+                            why: "a .git directory (history, remotes and maybe credentials)".into(),
+                        },
+                    );
                 }
                 return Ok(());
             }
@@ -125,16 +203,19 @@ pub fn find(image: &Image) -> Result<Vec<Secret>> {
                 None
             };
             if let Some(why) = by_content.or(by_name) {
-                out.push(Secret {
-                    place: place.clone(),
-                    what: path.clone(),
-                    why,
-                });
+                push(
+                    &mut out,
+                    Secret {
+                        place: place.clone(),
+                        what: path.clone(),
+                        why,
+                    },
+                );
             }
             Ok(())
         })?;
     }
-    Ok(out)
+    Ok((out, total))
 }
 
 fn is_env_template(name: &str) -> bool {
@@ -147,10 +228,9 @@ fn short(d: &str) -> String {
     d.chars().take(19).collect()
 }
 
-/// The first characters only: enough to find it, not enough to use it.
+/// No characters of the value: even a few give most of a short secret away.
 fn redact(v: &str) -> String {
-    let head: String = v.chars().take(4).collect();
-    format!("{head}… ({} chars)", v.chars().count())
+    format!("{} characters", v.chars().count())
 }
 
 /// A private key PEM block with a body, or an AWS access-key ID.
@@ -158,7 +238,13 @@ pub fn content_secret(b: &[u8]) -> Option<String> {
     let mut from = 0;
     while let Some(i) = memmem::find(&b[from..], b"PRIVATE KEY-----") {
         let at = from + i;
-        let line_start = b[..at].iter().rposition(|&c| c == b'\n').map(|p| p + 1).unwrap_or(0);
+        // The header is short: look back a bounded distance (no quadratic scan).
+        let floor = at.saturating_sub(64);
+        let line_start = b[floor..at]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map(|p| floor + p + 1)
+            .unwrap_or(floor);
         let head = &b[line_start..at];
         // A real block: `-----BEGIN [KIND ]PRIVATE KEY-----`, then base64 lines.
         if head.starts_with(b"-----BEGIN ") && head.len() < 40 {

@@ -230,10 +230,37 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
     let checked = if a.check {
         let t = std::time::Instant::now();
         let host = kiln::oci::Platform::host();
-        let i = all.builds.iter().position(|b| b.image.platform() == host).unwrap_or(0);
+        // Only an image this machine runs natively is started (under QEMU
+        // the timings would lie); the others' layers are searched for secrets.
+        let i = all
+            .builds
+            .iter()
+            .position(|b| b.image.platform() == host)
+            .ok_or_else(|| {
+                kiln::Error::invalid(
+                    "--check",
+                    host.to_string(),
+                    "no image was built for this machine's platform, so none can be started here; \
+                     add it with --platform, or check on a machine of that platform with `kiln check`",
+                )
+            })?;
+        let others: Vec<&kiln::image::Image> = all
+            .builds
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, b)| &b.image)
+            .collect();
         let opts = kiln::check::Options::from_project(&req.project)?;
         let sp = ctx.progress.spinner("checking the image (kiln check)");
-        let report = kiln::check::check(ctx, &all.builds[i].image, "the built image", &opts, Some(&scans[i]))?;
+        let report = kiln::check::check(
+            ctx,
+            &all.builds[i].image,
+            &others,
+            "the built image",
+            &opts,
+            Some(&scans[i]),
+        )?;
         sp.finish_and_clear();
         timings.insert("check", t.elapsed().as_secs_f64());
         if !report.passed && !a.allow_check_failures {

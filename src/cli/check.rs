@@ -49,22 +49,29 @@ impl CheckFlags {
         for kv in &self.env {
             let (k, v) = kv
                 .split_once('=')
-                .filter(|(k, _)| !k.is_empty())
+                .filter(|(k, _)| check::var_name(k))
                 .ok_or_else(|| kiln::Error::invalid("--env", kv.as_str(), "expected KEY=VALUE"))?;
             o.env.push((k.to_string(), v.to_string()));
         }
         if let Some(h) = &self.health {
             o.health = Some(check::health_path(h).map_err(|m| kiln::Error::invalid("--health", h.as_str(), m))?);
         }
-        if self.port.is_some() {
-            o.port = self.port;
+        if let Some(p) = self.port {
+            if p == 0 {
+                return Err(kiln::Error::invalid("--port", "0", "expected a port number 1..65535").into());
+            }
+            o.port = Some(p);
         }
         if !self.required_env.is_empty() {
+            if let Some(bad) = self.required_env.iter().find(|n| !check::var_name(n)) {
+                return Err(kiln::Error::invalid("--required-env", bad.as_str(), "expected a variable name").into());
+            }
             o.required_env = self.required_env.clone();
         }
         let dur = |v: &Option<String>, flag: &'static str, d: Duration| -> anyhow::Result<Duration> {
             Ok(match v {
-                Some(s) => Duration::from_nanos(kiln::settings::parse_duration(s, flag)?),
+                Some(s) => check::capped(Duration::from_nanos(kiln::settings::parse_duration(s, flag)?), flag)
+                    .map_err(|m| kiln::Error::invalid(flag, s.as_str(), m))?,
                 None => d,
             })
         };
@@ -104,7 +111,7 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool, quiet: bool) -> an
     let opts = a.flags.options(project.as_deref())?;
     let sp = ctx.progress.spinner(&format!("checking {r}"));
     let image = kiln::store::open(ctx, &r, Some(&platform))?;
-    let report = check::check(ctx, &image, &r.to_string(), &opts, None)?;
+    let report = check::check(ctx, &image, &[], &r.to_string(), &opts, None)?;
     sp.finish_and_clear();
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -135,10 +142,13 @@ pub fn print_report(report: &Report, quiet: bool, stderr: bool) {
             Status::Skip => "-",
         };
         let skipped = if i.status == Status::Skip { "skipped: " } else { "" };
-        out(format!("  {mark} {} {:<12} {skipped}{}", i.id, i.name, i.summary));
+        // Summaries and evidence carry what the image and the app printed:
+        // control characters are shown escaped, never sent to the terminal.
+        let esc = kiln::text::escape_controls;
+        out(format!("  {mark} {} {:<12} {skipped}{}", i.id, i.name, esc(&i.summary)));
         if i.status == Status::Fail {
             for e in &i.evidence {
-                out(format!("        {e}"));
+                out(format!("        {}", esc(e)));
             }
             if !i.fix.is_empty() {
                 out(format!("      fix: {}", i.fix));
