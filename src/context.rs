@@ -25,6 +25,8 @@ pub struct Context {
     pub proxy_env: Vec<(String, String)>,
     /// KILN_CA_BUNDLE: a CA bundle for the fetch phase, from the user's side.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// The container engine (DOCKER_HOST, a Docker context, or the local socket).
+    pub engine: crate::store::engine::Engine,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
             timestamp: None,
             proxy_env: Vec::new(),
             ca_bundle: None,
+            engine: Default::default(),
         }
     }
 }

@@ -99,7 +99,15 @@ impl Builder for DockerBuilder {
             fetch: &fetch_path,
         };
         let image = ensure_builder(&self.ctx, &pinned)?;
-        build(plan, &pinned, &image, tars, &self.progress, &self.fetched)
+        build(
+            &self.ctx.engine,
+            plan,
+            &pinned,
+            &image,
+            tars,
+            &self.progress,
+            &self.fetched,
+        )
     }
 }
 
@@ -118,7 +126,15 @@ fn ensure_builder(ctx: &Context, pinned: &PinnedImage) -> Result<String> {
     let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_string());
     let rt = crate::store::daemon::runtime()?;
     let present = rt.block_on(async {
-        let docker = crate::store::daemon::connect()?;
+        let docker = crate::store::daemon::connect(&ctx.engine)?;
+        // An engine that cannot be reached is said now, not after a pull.
+        docker.ping().await.map_err(|e| Error::Engine {
+            message: format!(
+                "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
+                ctx.engine,
+                crate::store::engine::describe(&e)
+            ),
+        })?;
         if let Ok(i) = docker.inspect_image(&by_digest).await
             && let Some(id) = i.id
         {
@@ -145,7 +161,7 @@ fn ensure_builder(ctx: &Context, pinned: &PinnedImage) -> Result<String> {
     // A readable name in `docker images`; runs go by ID.
     let name = format!("{}/{}:kiln-{}", r.registry, r.repository, &pinned.digest.hex()[..24]);
     sp.set_message(format!("loading the builder into the engine as {name}"));
-    let sink = crate::store::daemon::DaemonSink::new(crate::reference::DockerName::parse(&name)?);
+    let sink = crate::store::daemon::DaemonSink::new(ctx.engine.clone(), crate::reference::DockerName::parse(&name)?);
     // The sink checks that the engine's image ID is the config digest.
     crate::store::Sink::put(&sink, &image)?;
     sp.finish_and_clear();
@@ -219,6 +235,7 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
 /// Runs the fetch and build phases for `plan`; `source_tar` holds the
 /// project (and CA bundle) as a tar to unpack at `/`.
 fn build(
+    engine: &crate::store::engine::Engine,
     plan: &Plan,
     pinned: &PinnedImage,
     image: &str,
@@ -229,9 +246,12 @@ fn build(
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
-        let docker = daemon::connect()?;
+        let docker = daemon::connect(engine)?;
         docker.ping().await.map_err(|e| Error::Engine {
-            message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
+            message: format!(
+                "{engine} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
+                crate::store::engine::describe(&e)
+            ),
         })?;
         let flow = run(&docker, plan, pinned, image, tars, progress, fetched, created.clone());
         let r = tokio::select! {

@@ -25,7 +25,7 @@ fn resolve_reference(ctx: &Context, reference: &str, platform: &Platform) -> Res
         Err(registry_err) => {
             let rt = crate::store::daemon::runtime()?;
             rt.block_on(async {
-                let d = crate::store::daemon::connect()?;
+                let d = crate::store::daemon::connect(&ctx.engine)?;
                 super::docker::resolve(&d, reference).await
             })
             .map_err(|engine_err| {

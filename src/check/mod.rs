@@ -400,10 +400,14 @@ fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Ite
     let rc = image.config().config.clone().unwrap_or_default();
     let rt = crate::store::daemon::runtime()?;
     // Every call of the check is short: a wedged engine is an error, not a hang.
-    let docker = crate::store::daemon::connect()?.with_timeout(Duration::from_secs(120));
+    let docker = crate::store::daemon::connect(&ctx.engine)?.with_timeout(Duration::from_secs(120));
     let present = rt.block_on(async {
         docker.ping().await.map_err(|e| Error::Engine {
-            message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
+            message: format!(
+                "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
+                ctx.engine,
+                crate::store::engine::describe(&e)
+            ),
         })?;
         Ok::<_, Error>(docker.inspect_image(&id).await.is_ok())
     })?;
@@ -413,7 +417,7 @@ fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Ite
     } else {
         let hex = config.hex();
         let name = crate::reference::DockerName::parse(&format!("kiln-check:{}", &hex[..16]))?;
-        crate::store::daemon::DaemonSink::new(name.clone()).put(image)?;
+        crate::store::daemon::DaemonSink::new(ctx.engine.clone(), name.clone()).put(image)?;
         Some(name)
     };
     let created = engine::tracker();

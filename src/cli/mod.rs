@@ -157,11 +157,21 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
             d
         }
     };
-    let docker_config = match (env("DOCKER_CONFIG"), &home) {
-        (Some(d), _) => Some(std::path::PathBuf::from(d).join("config.json")),
-        (None, Some(h)) => Some(std::path::PathBuf::from(h).join(".docker/config.json")),
+    let docker_config_dir = match (env("DOCKER_CONFIG"), &home) {
+        (Some(d), _) => Some(std::path::PathBuf::from(d)),
+        (None, Some(h)) => Some(std::path::PathBuf::from(h).join(".docker")),
         (None, None) => None,
     };
+    let docker_config = docker_config_dir.as_ref().map(|d| d.join("config.json"));
+    // The engine, chosen as the docker CLI chooses it.
+    let engine = kiln::store::engine::Engine::resolve(&kiln::store::engine::EngineEnv {
+        docker_host: env("DOCKER_HOST"),
+        docker_tls_verify: env("DOCKER_TLS_VERIFY"),
+        docker_cert_path: env("DOCKER_CERT_PATH").map(Into::into),
+        docker_context: env("DOCKER_CONTEXT"),
+        config_dir: docker_config_dir.clone(),
+        ssh_config: env("KILN_SSH_CONFIG").map(Into::into),
+    })?;
     // Pull mirrors the way podman/skopeo (registries.conf) and Docker
     // (daemon.json) read them, so one setup serves every tool.
     let registries_conf = env("CONTAINERS_REGISTRIES_CONF").map(std::path::PathBuf::from);
@@ -227,6 +237,7 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
         timestamp,
         proxy_env,
         ca_bundle: env("KILN_CA_BUNDLE").map(Into::into),
+        engine,
     })
 }
 

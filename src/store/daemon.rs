@@ -1,4 +1,4 @@
-//! The Docker engine (`docker-daemon:NAME[:TAG]`, DOCKER_HOST honoured).
+//! The Docker engine (`docker-daemon:NAME[:TAG]`, on the engine the context names).
 //! As a sink, the image is streamed to the engine's load endpoint as a
 //! docker-archive, then checked by asking the engine for the image ID, which
 //! must equal the config digest. As a source, the engine's export (`docker
@@ -8,28 +8,27 @@
 use std::time::Duration;
 
 use super::Sink;
+use super::engine::Engine;
 use crate::image::{AnyImage, Image};
 use crate::reference::DockerName;
 use crate::{Error, Result};
 
-/// Loads images into the engine named by DOCKER_HOST (or the local socket).
+/// Loads images into an engine.
 pub struct DaemonSink {
+    engine: Engine,
     name: DockerName,
 }
 
 impl DaemonSink {
-    /// A sink that loads the image as `name`.
-    pub fn new(name: DockerName) -> Self {
-        DaemonSink { name }
+    /// A sink that loads the image into `engine` as `name`.
+    pub fn new(engine: Engine, name: DockerName) -> Self {
+        DaemonSink { engine, name }
     }
 }
 
 /// Connects to the engine, with a timeout long enough for big loads.
-pub fn connect() -> Result<bollard::Docker> {
-    let docker = bollard::Docker::connect_with_defaults().map_err(|e| Error::Engine {
-        message: format!("cannot connect ({e}); is dockerd running? check DOCKER_HOST or start the engine"),
-    })?;
-    Ok(docker.with_timeout(Duration::from_secs(3600)))
+pub fn connect(engine: &Engine) -> Result<bollard::Docker> {
+    Ok(super::engine::connect(engine, 120)?.with_timeout(Duration::from_secs(3600)))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -45,7 +44,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Reads `name` from the engine: its export, streamed to a temporary file
 /// (bounded memory), read through the one read path.
-pub fn export(name: &DockerName, platform: Option<&crate::oci::Platform>) -> Result<Image> {
+pub fn export(engine: &Engine, name: &DockerName, platform: Option<&crate::oci::Platform>) -> Result<Image> {
     use futures_util::StreamExt;
     use std::io::Write;
     let tmp = tempfile::Builder::new()
@@ -59,7 +58,7 @@ pub fn export(name: &DockerName, platform: Option<&crate::oci::Platform>) -> Res
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let rt = runtime()?;
     rt.block_on(async {
-        let docker = connect()?;
+        let docker = connect(engine)?;
         docker
             .inspect_image(&name.to_string())
             .await
@@ -115,9 +114,13 @@ impl Sink for DaemonSink {
         });
         let rt = runtime()?;
         let loaded: Result<()> = rt.block_on(async {
-            let docker = connect()?;
+            let docker = connect(&self.engine)?;
             docker.ping().await.map_err(|e| Error::Engine {
-                message: format!("the engine does not answer ({e}); start it or set DOCKER_HOST"),
+                message: format!(
+                    "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
+                    self.engine,
+                    super::engine::describe(&e)
+                ),
             })?;
             let stream =
                 futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });

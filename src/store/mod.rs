@@ -8,6 +8,7 @@ pub mod archive;
 pub mod blob;
 pub mod content;
 pub mod daemon;
+pub mod engine;
 pub mod layout;
 pub mod read;
 pub mod registry;
@@ -50,7 +51,7 @@ pub fn sink_for(ctx: &Context, r: &ImageRef) -> Result<Box<dyn Sink>> {
     Ok(match r {
         ImageRef::Oci { dir, tag } => Box::new(layout::LayoutSink::new(dir, tag.clone())),
         ImageRef::DockerArchive { file, name } => Box::new(archive::ArchiveSink::new(file, name.clone())),
-        ImageRef::DockerDaemon { name } => Box::new(daemon::DaemonSink::new(name.clone())),
+        ImageRef::DockerDaemon { name } => Box::new(daemon::DaemonSink::new(ctx.engine.clone(), name.clone())),
         ImageRef::Registry(r) => Box::new(registry::RegistrySink::new(ctx, r.clone(), Vec::new())),
         ImageRef::Scratch => {
             return Err(Error::invalid(
@@ -165,7 +166,7 @@ pub fn open(ctx: &Context, r: &ImageRef, platform: Option<&Platform>) -> Result<
         ImageRef::Oci { dir, tag } => layout::read(dir, tag.as_deref(), platform),
         ImageRef::DockerArchive { file, name } => archive::read(file, name.as_ref(), platform),
         ImageRef::Registry(reg) => registry::pull(ctx, reg, platform),
-        ImageRef::DockerDaemon { name } => daemon::export(name, platform),
+        ImageRef::DockerDaemon { name } => daemon::export(&ctx.engine, name, platform),
         ImageRef::Scratch => Err(Error::invalid(
             "image reference",
             "scratch",

@@ -1,0 +1,271 @@
+//! Remote engines: a second dockerd on this machine, on a loopback TCP port
+//! with TLS (its own data root, exec root, pid file and bridge; certificates
+//! made here), reached through DOCKER_HOST + DOCKER_TLS_VERIFY +
+//! DOCKER_CERT_PATH and through a Docker context. The build there gives the
+//! same digest as on the local socket; wrong certificates give a clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A dockerd of its own, stopped and cleaned up on drop.
+struct SecondEngine {
+    dir: PathBuf,
+    exec_root: PathBuf,
+    bridge: String,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SecondEngine {
+    fn sock(&self) -> String {
+        format!("unix://{}", self.dir.join("sock").display())
+    }
+
+    /// `docker` against this engine's unix socket (the test's own view).
+    fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", self.sock());
+        c
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = std::fs::remove_dir_all(&self.exec_root);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// docker's TLS setup wants them: DIR/{ca,server,server-key}.pem and
+/// DIR/client/{ca,cert,key}.pem.
+fn certificates(dir: &Path, name: &str) {
+    std::fs::create_dir_all(dir.join("client")).unwrap();
+    let script = format!(
+        r#"set -e
+cd '{dir}'
+key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }}
+key ca-key.pem
+openssl req -x509 -new -key ca-key.pem -out ca.pem -days 2 -subj '/CN={name} test CA' \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+key server-key.pem
+openssl req -new -key server-key.pem -out server.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
+key client/key.pem
+openssl req -new -key client/key.pem -out client.csr -subj /CN=kiln-test-client
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client/cert.pem -days 2 -extfile client.ext 2>/dev/null
+cp ca.pem client/ca.pem
+"#,
+        dir = dir.display()
+    );
+    ok(Command::new("sh").arg("-c").arg(script));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a dockerd with TLS on a loopback port. Its bridge is its own (a
+/// second daemon must never touch docker0); no iptables, no NAT: builds
+/// there need no network (hello-http has no dependencies).
+fn second_engine(sb: &Sandbox) -> SecondEngine {
+    require_engine();
+    let dir = sb.join("engine2");
+    certificates(&dir.join("tls"), "engine2");
+    let pid = std::process::id();
+    // Socket paths have a length limit: the exec root stays short.
+    let exec_root = PathBuf::from(format!("/tmp/kiln-e2-{pid}"));
+    let bridge = format!("kb{pid}");
+    ok(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));
+    ok(Command::new("ip").args(["addr", "add", "10.213.0.1/24", "dev", &bridge]));
+    ok(Command::new("ip").args(["link", "set", &bridge, "up"]));
+    let port = free_port();
+    let tls = dir.join("tls");
+    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+    let child = Command::new("dockerd")
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(&exec_root)
+        .arg("--pidfile")
+        .arg(dir.join("dockerd.pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", dir.join("sock").display()))
+        .arg("-H")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg("--tlsverify")
+        .arg("--tlscacert")
+        .arg(tls.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(tls.join("server.pem"))
+        .arg("--tlskey")
+        .arg(tls.join("server-key.pem"))
+        .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let e = SecondEngine {
+        dir,
+        exec_root,
+        bridge,
+        child,
+        port,
+    };
+    let t = std::time::Instant::now();
+    while !e.docker().args(["version"]).output().unwrap().status.success() {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "the second dockerd did not start: {}",
+            std::fs::read_to_string(e.dir.join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    e
+}
+
+fn build_digest(sb: &Sandbox, project: &Path, cache: &str, env: &[(&str, String)], extra: &[&str]) -> String {
+    let mut c = sb.kiln();
+    c.current_dir(project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_CACHE_DIR", sb.join(cache))
+        .args(["build", "--json", "--builder", &builder()])
+        .args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = ok(&mut c);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cache"], "miss", "a cold build was answered from a cache");
+    r["digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_tls_engine_by_docker_host_and_by_context_builds_the_same_digest() {
+    let sb = Sandbox::new();
+    let e2 = second_engine(&sb);
+    let project = copy_project(&repo().join("examples/hello-http"), &sb.join("hello-http"));
+    let out = format!("oci:{}", sb.join("layout-local").display());
+    let local = build_digest(&sb, &project, "cache-local", &[], &["--out", &out]);
+
+    // DOCKER_HOST + DOCKER_TLS_VERIFY + DOCKER_CERT_PATH, as the docker CLI reads them.
+    let tls_env = vec![
+        ("DOCKER_HOST", format!("tcp://127.0.0.1:{}", e2.port)),
+        ("DOCKER_TLS_VERIFY", "1".to_string()),
+        ("DOCKER_CERT_PATH", e2.dir.join("tls/client").display().to_string()),
+    ];
+    let out = format!("oci:{}", sb.join("layout-remote").display());
+    let remote = build_digest(&sb, &project, "cache-remote", &tls_env, &["--out", &out]);
+    assert_eq!(remote, local, "the remote engine built other bytes");
+    // It really ran there: kiln's cache volumes are on the second engine.
+    let volumes = stdout(&ok(e2.docker().args([
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        "label=dev.kiln.owner=cache",
+    ])));
+    assert!(!volumes.is_empty(), "no kiln volumes on the second engine");
+
+    // Wrong certificates: a client certificate from another CA.
+    certificates(&sb.join("wrong"), "wrong");
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("KILN_CACHE_DIR", sb.join("cache-wrong"))
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", e2.port))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", sb.join("wrong/client"))
+        .args([
+            "build",
+            "--builder",
+            &builder(),
+            "--out",
+            &format!("oci:{}", sb.join("x").display()),
+        ]);
+    let err = fails(&mut c);
+    assert!(
+        err.contains(&format!("tcp://127.0.0.1:{} (TLS) (from DOCKER_HOST)", e2.port)) && err.contains("certificate"),
+        "{err}"
+    );
+    // Missing files name the directory to fix.
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", e2.port))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", sb.join("nowhere"))
+        .args([
+            "build",
+            "--builder",
+            &builder(),
+            "--out",
+            &format!("oci:{}", sb.join("y").display()),
+        ]);
+    let err = fails(&mut c);
+    assert!(err.contains("DOCKER_CERT_PATH") && err.contains("ca.pem"), "{err}");
+
+    // A Docker context selecting the TCP engine (config.json's currentContext).
+    use sha2::Digest as _;
+    let config = sb.join("docker-config");
+    let id = hex::encode(sha2::Sha256::digest(b"engine2"));
+    let meta = config.join("contexts/meta").join(&id);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        serde_json::json!({
+            "Name": "engine2",
+            "Metadata": {},
+            "Endpoints": {"docker": {"Host": format!("tcp://127.0.0.1:{}", e2.port), "SkipTLSVerify": false}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let tls = config.join("contexts/tls").join(&id).join("docker");
+    std::fs::create_dir_all(&tls).unwrap();
+    for f in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::copy(e2.dir.join("tls/client").join(f), tls.join(f)).unwrap();
+    }
+    std::fs::write(config.join("config.json"), r#"{"currentContext": "engine2"}"#).unwrap();
+    let ctx_env = vec![("DOCKER_CONFIG", config.display().to_string())];
+    let name = unique("kiln-test/engine2");
+    let by_context = build_digest(
+        &sb,
+        &project,
+        "cache-context",
+        &ctx_env,
+        &["--out", &format!("docker-daemon:{name}:1")],
+    );
+    assert_eq!(by_context, local);
+    ok(e2.docker().args(["image", "inspect", &format!("{name}:1")]));
+    let on_local = Command::new("docker")
+        .args(["image", "inspect", &format!("{name}:1")])
+        .output()
+        .unwrap();
+    assert!(
+        !on_local.status.success(),
+        "the context's image went to the local engine"
+    );
+
+    // kiln check through the context: the image runs on the second engine.
+    let mut c = sb.kiln();
+    c.env("DOCKER_CONFIG", &config)
+        .args(["check", "--json", &format!("docker-daemon:{name}:1")]);
+    let out = output(&mut c);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", explain(&c, &out)));
+    assert_eq!(report["items"][1]["status"], "pass", "{report}");
+    assert_eq!(report["items"][2]["status"], "pass", "{report}");
+}
