@@ -38,6 +38,10 @@ install_packages() {
     command -v cpio >/dev/null || missing+=(cpio)
     command -v htpasswd >/dev/null || missing+=(apache2-utils)
     command -v openssl >/dev/null || missing+=(openssl)
+    # tests/engines.rs runs its own sshd on loopback (DOCKER_HOST=ssh://) and ip(8) for a bridge.
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v ssh >/dev/null || missing+=(openssh-client)
+    command -v ip >/dev/null || missing+=(iproute2)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
     command -v file >/dev/null || missing+=(file)

@@ -269,3 +269,109 @@ fn a_tls_engine_by_docker_host_and_by_context_builds_the_same_digest() {
     assert_eq!(report["items"][1]["status"], "pass", "{report}");
     assert_eq!(report["items"][2]["status"], "pass", "{report}");
 }
+
+/// An sshd of its own on a loopback port, for root with a test key; killed on drop.
+struct Sshd {
+    child: std::process::Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_ssh_engine_builds_the_same_digest() {
+    require_engine();
+    let sb = Sandbox::new();
+    let d = sb.join("ssh");
+    std::fs::create_dir_all(&d).unwrap();
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("host_key")));
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("id")));
+    std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             PidFile {dir}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
+            dir = d.display()
+        ),
+    )
+    .unwrap();
+    let _sshd = Sshd {
+        child: Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+    std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+    // The user's side: an ssh_config naming the key and the known host.
+    std::fs::write(
+        d.join("ssh_config"),
+        format!(
+            "Host kiln-test-engine\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {dir}/id\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {dir}/known_hosts\n  StrictHostKeyChecking yes\n",
+            dir = d.display()
+        ),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 30, "sshd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let project = copy_project(&repo().join("examples/hello-http"), &sb.join("hello-http"));
+    let out = format!("oci:{}", sb.join("layout-local").display());
+    let local = build_digest(&sb, &project, "cache-local", &[], &["--out", &out]);
+    let ssh_env = vec![
+        ("DOCKER_HOST", "ssh://kiln-test-engine".to_string()),
+        ("KILN_SSH_CONFIG", d.join("ssh_config").display().to_string()),
+    ];
+    let out = format!("oci:{}", sb.join("layout-ssh").display());
+    let remote = build_digest(&sb, &project, "cache-ssh", &ssh_env, &["--out", &out]);
+    assert_eq!(remote, local);
+    let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+    assert!(
+        log.contains("Accepted publickey for root"),
+        "the build did not go through ssh: {log}"
+    );
+
+    // A host key that does not match is refused by ssh, and kiln says which engine.
+    std::fs::write(
+        d.join("known_hosts"),
+        format!(
+            "[127.0.0.1]:{port} {}",
+            std::fs::read_to_string(d.join("id.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("KILN_CACHE_DIR", sb.join("cache-bad"))
+        .env("DOCKER_HOST", "ssh://kiln-test-engine")
+        .env("KILN_SSH_CONFIG", d.join("ssh_config"))
+        .args([
+            "build",
+            "--builder",
+            &builder(),
+            "--out",
+            &format!("oci:{}", sb.join("z").display()),
+        ]);
+    let err = fails(&mut c);
+    assert!(
+        err.contains("ssh://kiln-test-engine (from DOCKER_HOST) does not answer"),
+        "{err}"
+    );
+}
