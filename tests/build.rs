@@ -533,3 +533,47 @@ fn a_healthcheck_is_written_the_way_docker_writes_it_and_the_engine_runs_it() {
         "{err}"
     );
 }
+
+#[test]
+fn two_builds_of_one_project_at_once_both_succeed_with_one_digest() {
+    require_engine();
+    let sb = Sandbox::new();
+    let mut engine = EngineObjects::new();
+    // One checkout under a package name of its own (so its target volume
+    // starts empty: both compile everything, at the same time, into it),
+    // two kiln processes with their own input caches (both miss), sharing
+    // the engine's cache volumes. Cargo's own locks (the package cache in
+    // the cargo home, the build directory in the target volume) order them.
+    let p = checkout("with-deps", &sb.join("p"));
+    let name = unique("with-deps-concurrent");
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        let t = fs::read_to_string(p.join(f)).unwrap();
+        fs::write(p.join(f), t.replace("name = \"with-deps\"", &format!("name = \"{name}\""))).unwrap();
+    }
+    let spawn = |n: u32| {
+        sb.kiln()
+            .current_dir(&p)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("KILN_CACHE_DIR", sb.join(format!("cache-{n}")))
+            .args(["build", "--json", "--builder", &builder()])
+            .arg("--out")
+            .arg(format!("oci:{}", sb.join(format!("out-{n}")).display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(1), spawn(2));
+    let mut digests = Vec::new();
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["cache"], "miss");
+        // The target volume this package got (plan.rs names it), removed after.
+        let key = format!("{}|{name}|release", r["builder"]["digest"].as_str().unwrap());
+        engine.volume(format!("kiln-target-{}", &sha256_hex(key.as_bytes())[..16]));
+        digests.push(r["digest"].as_str().unwrap().to_string());
+    }
+    assert_eq!(digests[0], digests[1]);
+}
