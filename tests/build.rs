@@ -548,7 +548,11 @@ fn two_builds_of_one_project_at_once_both_succeed_with_one_digest() {
     let name = unique("with-deps-concurrent");
     for f in ["Cargo.toml", "Cargo.lock"] {
         let t = fs::read_to_string(p.join(f)).unwrap();
-        fs::write(p.join(f), t.replace("name = \"with-deps\"", &format!("name = \"{name}\""))).unwrap();
+        fs::write(
+            p.join(f),
+            t.replace("name = \"with-deps\"", &format!("name = \"{name}\"")),
+        )
+        .unwrap();
     }
     let spawn = |n: u32| {
         sb.kiln()

@@ -375,3 +375,63 @@ fn an_ssh_engine_builds_the_same_digest() {
         "{err}"
     );
 }
+
+#[test]
+fn a_registry_cache_hit_needs_no_engine_and_read_mode_never_writes() {
+    require_engine();
+    let sb = Sandbox::new();
+    let project = copy_project(&repo().join("examples/hello-http"), &sb.join("hello-http"));
+    let cache = format!("{}/{}", dev_env()["KILN_REGISTRY"], unique("kiln-test/build-cache"));
+    let tags = || -> Vec<String> {
+        let out = Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false", &format!("docker://{cache}")])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The project names the cache; that alone only reads it (writing is
+    // the runner's decision). Machine A writes: --cache-mode readwrite.
+    let toml = std::fs::read_to_string(project.join("kiln.toml")).unwrap();
+    std::fs::write(
+        project.join("kiln.toml"),
+        format!("{toml}\n[build]\ncache = \"{cache}\"\n"),
+    )
+    .unwrap();
+    let a = build_digest(&sb, &project, "cache-a", &[], &["--cache-mode", "readwrite"]);
+    let written = tags();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].starts_with("kiln-cache-"), "{written:?}");
+
+    // Machine B: an empty local cache, the cache from kiln.toml (read
+    // only), and no engine at all: a hit must not need one.
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_CACHE_DIR", sb.join("cache-b"))
+        .env("DOCKER_HOST", format!("unix://{}", sb.join("no-engine.sock").display()))
+        .args(["build", "--json", "--builder", &builder()]);
+    let out = ok(&mut c);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cache"], "hit", "{r}");
+    assert_eq!(r["cache_source"], "registry", "{r}");
+    assert_eq!(r["digest"], a.as_str());
+    // The SBOM still lists nothing it should not: the crate list came along.
+    assert!(!r["attached"].as_array().unwrap().is_empty());
+
+    // A one-line change, read mode: built here, never written to the cache.
+    let main = project.join("src/main.rs");
+    let src = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, src.replace("hello from kiln", "hello again from kiln")).unwrap();
+    let changed = build_digest(&sb, &project, "cache-c", &[], &["--cache-mode", "read"]);
+    assert_ne!(changed, a);
+    assert_eq!(tags(), written, "a read-only build wrote the cache");
+}

@@ -173,6 +173,10 @@ pub struct BuildRequest {
     /// The one platform a [`build`] call makes (None: the host's); set by
     /// [`build_all`] for each platform.
     pub platform: Option<Platform>,
+    /// `--cache REF`: a registry build cache (overrides `[build] cache`).
+    pub cache: Option<String>,
+    /// `--cache-mode` (default: read-write for `--cache`, read for `[build] cache`).
+    pub cache_mode: Option<crate::store::registry::cache::Mode>,
 }
 
 /// What a build produced.
@@ -180,6 +184,8 @@ pub struct BuildRequest {
 pub struct BuildResult {
     pub image: Image,
     pub cache_hit: bool,
+    /// Where a hit came from: `local` (this machine's cache) or `registry`.
+    pub cache_source: Option<&'static str>,
     pub lock_state: LockState,
     pub toolchain: String,
     pub toolchain_pinned: bool,
@@ -300,6 +306,51 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
                 Some((img, crates))
             })
     };
+    let mut cache_source = cached.as_ref().map(|_| "local");
+    // The registry cache, by the full key, when this machine has no entry.
+    let remote = if req.no_cache || req.fresh || plan.variation.is_some() {
+        None
+    } else {
+        plan.remote_cache.as_ref()
+    };
+    let cached = match (cached, remote) {
+        (Some(c), _) => Some(c),
+        (None, Some(rc)) => {
+            let t = Instant::now();
+            let found = crate::store::registry::cache::lookup(ctx, rc, &key);
+            timings.push(("cache-lookup", t.elapsed().as_secs_f64()));
+            match found {
+                Ok(Some((img, doc))) => {
+                    let crates: Option<crate::attest::crates::CrateGraph> =
+                        serde_json::from_slice(&doc).map_err(|e| {
+                            Error::format(
+                                format!("{}: cache entry {}", rc.repo, key),
+                                format!("its crate list: {e}"),
+                            )
+                        })?;
+                    // Kept here too: the next build on this machine needs no registry.
+                    if crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone()))
+                        .put(&img)
+                        .is_ok()
+                    {
+                        let _ = std::fs::create_dir_all(crates_file.parent().expect("a bucket"));
+                        let _ = crate::store::blob::write_atomic(&crates_file, &doc);
+                    }
+                    cache_source = Some("registry");
+                    Some((img, crates))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    progress.warn(&format!(
+                        "the registry cache {} could not be read ({e}); building",
+                        rc.repo
+                    ));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
     let toolchain_pinned = plan.backend == Backend::Docker;
     let (image, cache_hit, toolchain, crates) = match cached {
         Some((img, crates)) => (img, true, String::from("(cached)"), crates),
@@ -332,12 +383,24 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
                     progress.warn(&format!("could not store the crate list in the cache ({e})"));
                 }
             }
+            if let Some(rc) = remote.filter(|rc| rc.mode == crate::store::registry::cache::Mode::ReadWrite) {
+                let t = Instant::now();
+                let doc = serde_json::to_vec(&crates).expect("serializable");
+                if let Err(e) = crate::store::registry::cache::store(ctx, rc, &key, &image, &doc) {
+                    progress.warn(&format!(
+                        "could not write the build to the registry cache {} ({e})",
+                        rc.repo
+                    ));
+                }
+                timings.push(("cache-store", t.elapsed().as_secs_f64()));
+            }
             (image, false, artifacts.toolchain, crates)
         }
     };
     Ok(BuildResult {
         image,
         cache_hit,
+        cache_source,
         lock_state,
         toolchain,
         toolchain_pinned,

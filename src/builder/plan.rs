@@ -102,6 +102,8 @@ pub struct Plan {
     pub ca_bundle: Option<PathBuf>,
     /// HTTP(S)_PROXY/NO_PROXY for the fetch phase.
     pub proxy_env: Vec<(String, String)>,
+    /// The registry build cache (not an input: it only says where results live).
+    pub remote_cache: Option<crate::store::registry::cache::RemoteCache>,
 }
 
 // The inputs are read everywhere the plan is; deref keeps `plan.target`

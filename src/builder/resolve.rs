@@ -134,6 +134,16 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     rustflags.extend(cfg.build.rustflags.iter().cloned());
     // The user's side (--ca-bundle, KILN_CA_BUNDLE) wins; the project may
     // only name a file inside itself; else the host's bundle.
+    // Writing a shared cache is the runner's decision, never the project's:
+    // `[build] cache` alone reads; `--cache` (or `--cache-mode readwrite`) writes.
+    use crate::store::registry::cache::{Mode, RemoteCache};
+    let remote_cache = match (&req.cache, spanned_str(&cfg.build.cache)) {
+        (Some(c), _) => Some(RemoteCache::parse(c, req.cache_mode.unwrap_or(Mode::ReadWrite))?),
+        (None, Some((c, span))) => {
+            Some(RemoteCache::parse(&c, req.cache_mode.unwrap_or(Mode::Read)).map_err(|e| at(span, e.to_string()))?)
+        }
+        (None, None) => None,
+    };
     let ca_bundle = match (&req.ca_bundle, spanned_str(&cfg.build.ca_bundle)) {
         (Some(p), _) => {
             if !p.is_file() {
@@ -223,6 +233,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         variation: req.variation.clone(),
         ca_bundle,
         proxy_env: req.proxy_env.clone(),
+        remote_cache,
         fresh: req.fresh.then(|| {
             format!(
                 "{}-{}",

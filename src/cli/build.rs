@@ -26,6 +26,13 @@ impl From<BackendArg> for Backend {
     }
 }
 
+/// `--cache-mode`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CacheModeArg {
+    Read,
+    Readwrite,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The project directory (with Cargo.toml and kiln.toml).
@@ -73,6 +80,14 @@ pub struct Args {
     /// image each under one index [default: [build] platforms, else the host's].
     #[arg(long = "platform", value_name = "OS/ARCH")]
     platforms: Vec<String>,
+    /// A build cache shared through a registry (REGISTRY/REPO): a hit is
+    /// pulled instead of built; a miss is built and written there (with the
+    /// default --cache-mode readwrite) [default: [build] cache, read only].
+    #[arg(long, value_name = "REF")]
+    pub cache: Option<String>,
+    /// `read` for untrusted builds (pull requests): use the cache, never write it.
+    #[arg(long, value_enum, value_name = "MODE")]
+    cache_mode: Option<CacheModeArg>,
     /// Attach no SBOMs or provenance to the image.
     #[arg(long)]
     no_attest: bool,
@@ -111,6 +126,9 @@ struct Report<'a> {
     config: String,
     size: u64,
     cache: &'static str,
+    /// Where a hit came from: `local` or `registry`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_source: Option<&'static str>,
     lock: LockState,
     backend: Backend,
     builder: &'a Option<builder::PinnedImage>,
@@ -170,6 +188,11 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             .map(|p| kiln::oci::Platform::parse(p))
             .collect::<Result<_, _>>()?,
         platform: None,
+        cache: a.cache.clone(),
+        cache_mode: a.cache_mode.map(|m| match m {
+            CacheModeArg::Read => kiln::store::registry::cache::Mode::Read,
+            CacheModeArg::Readwrite => kiln::store::registry::cache::Mode::ReadWrite,
+        }),
     };
     // Outputs are opened before the build, so a bad --out costs nothing.
     // With only pushes, the default local output is written too.
@@ -333,6 +356,11 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             config: r.image.manifest().config.digest.to_string(),
             size,
             cache: if cache_hit { "hit" } else { "miss" },
+            cache_source: if cache_hit {
+                all.builds.iter().find_map(|b| b.cache_source)
+            } else {
+                None
+            },
             lock: all.lock_state(),
             backend: r.plan.backend,
             builder: &r.plan.builder,
@@ -390,7 +418,11 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
         if let Some(c) = &checked {
             super::check::print_report(c, quiet, true);
         }
-        if cache_hit {
+        if cache_hit && all.builds.iter().any(|b| b.cache_source == Some("registry")) {
+            eprintln!(
+                "cache: identical inputs were built before (the registry cache); pulled, verified, and reused without running the builder"
+            );
+        } else if cache_hit {
             eprintln!("cache: identical inputs were built before; reused without running the builder");
         }
         for o in outputs.refs() {

@@ -259,7 +259,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     ctx.registry.credentials_for = match &cli.command {
         Command::Push(a) => registries_of([&a.dest]),
         Command::Pull(a) => registries_of([&a.image]),
-        Command::Build(a) => registries_of(a.outs.iter().chain(&a.push)),
+        Command::Build(a) => registries_of(a.outs.iter().chain(&a.push).chain(&a.cache)),
         Command::Verify(a) => registries_of(&a.against),
         Command::Scan(a) => registries_of([&a.image]),
         Command::Check(a) => registries_of([&a.image]),

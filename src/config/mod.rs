@@ -129,6 +129,9 @@ pub struct BuildSection {
     /// Environment passed to both phases of the build.
     #[serde(default)]
     pub env: BTreeMap<String, Spanned<String>>,
+    /// A build cache shared through a registry: `REGISTRY/REPO`. Read only,
+    /// unless the command line says `--cache-mode readwrite`.
+    pub cache: Option<Spanned<String>>,
 }
 
 /// `[image]`: how the image looks.

@@ -11,6 +11,7 @@
 //! - [`mirrors`]: registries.conf and daemon.json mirrors for pulls.
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod history;
 pub mod locations;
