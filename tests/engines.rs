@@ -398,34 +398,70 @@ fn a_registry_cache_hit_needs_no_engine_and_read_mode_never_writes() {
             .map(|t| t.as_str().unwrap().to_string())
             .collect()
     };
-    // The project names the cache; that alone only reads it (writing is
-    // the runner's decision). Machine A writes: --cache-mode readwrite.
+    // The project names the cache, but which cache a runner uses and
+    // whether it writes is the runner's decision. Machine A writes: --cache.
     let toml = std::fs::read_to_string(project.join("kiln.toml")).unwrap();
     std::fs::write(
         project.join("kiln.toml"),
         format!("{toml}\n[build]\ncache = \"{cache}\"\n"),
     )
     .unwrap();
-    let a = build_digest(&sb, &project, "cache-a", &[], &["--cache-mode", "readwrite"]);
+    let a = build_digest(&sb, &project, "cache-a", &[], &["--cache", &cache]);
     let written = tags();
     assert_eq!(written.len(), 1, "{written:?}");
     assert!(written[0].starts_with("kiln-cache-"), "{written:?}");
+    // A project cannot make the runner write where it says.
+    let mut c = sb.kiln();
+    c.current_dir(&project).env("KILN_CACHE_DIR", sb.join("cache-x")).args([
+        "build",
+        "--builder",
+        &builder(),
+        "--cache-mode",
+        "readwrite",
+    ]);
+    let err = fails(&mut c);
+    assert!(err.contains("kiln.toml:") && err.contains("--cache REF"), "{err}");
 
-    // Machine B: an empty local cache, the cache from kiln.toml (read
-    // only), and no engine at all: a hit must not need one.
+    // Machine B: an empty local cache and no engine at all. Without
+    // --cache-mode the project's cache is not used (so it needs an engine);
+    // with --cache-mode read it is, and a hit needs no engine.
+    let no_engine = format!("unix://{}", sb.join("no-engine.sock").display());
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_CACHE_DIR", sb.join("cache-b0"))
+        .env("DOCKER_HOST", &no_engine)
+        .args(["build", "--builder", &builder()]);
+    let err = fails(&mut c);
+    assert!(
+        err.contains("used only with --cache-mode read") && err.contains("no-engine.sock"),
+        "{err}"
+    );
     let mut c = sb.kiln();
     c.current_dir(&project)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .env("KILN_CACHE_DIR", sb.join("cache-b"))
-        .env("DOCKER_HOST", format!("unix://{}", sb.join("no-engine.sock").display()))
-        .args(["build", "--json", "--builder", &builder()]);
+        .env("DOCKER_HOST", &no_engine)
+        .args(["build", "--json", "--builder", &builder(), "--cache-mode", "read"]);
     let out = ok(&mut c);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["cache"], "hit", "{r}");
     assert_eq!(r["cache_source"], "registry", "{r}");
     assert_eq!(r["digest"], a.as_str());
-    // The SBOM still lists nothing it should not: the crate list came along.
     assert!(!r["attached"].as_array().unwrap().is_empty());
+    // Its provenance says where the image came from: the cache entry.
+    let layout = project.join("target/kiln/image");
+    // (Machine A wrote its own, built, provenance to the same layout.)
+    let provs: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .filter(|t| t.contains("\"predicateType\"") && t.contains("slsa.dev/provenance"))
+        .collect();
+    assert_eq!(provs.len(), 2, "one built, one from the cache");
+    assert!(
+        provs.iter().any(|p| p.contains("build-cache") && p.contains(&cache)),
+        "{provs:?}"
+    );
 
     // A one-line change, read mode: built here, never written to the cache.
     let main = project.join("src/main.rs");

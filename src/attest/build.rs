@@ -156,6 +156,25 @@ pub fn provenance_of(all: &BuildAll, run_times: Option<(String, String)>) -> Res
             annotations: vec![],
         });
     }
+    // An image pulled from a registry cache was not built in this run: the
+    // entry it came from is named (its writers are who vouch for it).
+    for b in &all.builds {
+        if let Some(entry) = &b.cache_entry {
+            let digest = entry
+                .rsplit_once("@sha256:")
+                .map(|(_, h)| h.to_string())
+                .unwrap_or_default();
+            resolved.push(Resolved {
+                name: Some(format!("build-cache {}", b.image.platform())),
+                uri: Some(entry.clone()),
+                digest: vec![("sha256".into(), digest)],
+                annotations: vec![(
+                    "dev.kiln.cache".into(),
+                    "the image was pulled from this registry build-cache entry, not built in this run".into(),
+                )],
+            });
+        }
+    }
     for b in &all.builds {
         if let Some(d) = &b.plan.image.base_digest {
             let platform = b.image.platform().to_string();

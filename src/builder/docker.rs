@@ -128,13 +128,7 @@ fn ensure_builder(ctx: &Context, pinned: &PinnedImage) -> Result<String> {
     let present = rt.block_on(async {
         let docker = crate::store::daemon::connect(&ctx.engine)?;
         // An engine that cannot be reached is said now, not after a pull.
-        docker.ping().await.map_err(|e| Error::Engine {
-            message: format!(
-                "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
-                ctx.engine,
-                crate::store::engine::describe(&e)
-            ),
-        })?;
+        crate::store::engine::ping(&docker, &ctx.engine).await?;
         if let Ok(i) = docker.inspect_image(&by_digest).await
             && let Some(id) = i.id
         {
@@ -247,12 +241,7 @@ fn build(
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
         let docker = daemon::connect(engine)?;
-        docker.ping().await.map_err(|e| Error::Engine {
-            message: format!(
-                "{engine} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
-                crate::store::engine::describe(&e)
-            ),
-        })?;
+        crate::store::engine::ping(&docker, engine).await?;
         let flow = run(&docker, plan, pinned, image, tars, progress, fetched, created.clone());
         let r = tokio::select! {
             r = flow => r,

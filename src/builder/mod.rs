@@ -186,6 +186,8 @@ pub struct BuildResult {
     pub cache_hit: bool,
     /// Where a hit came from: `local` (this machine's cache) or `registry`.
     pub cache_source: Option<&'static str>,
+    /// The registry cache entry a hit came from (`REPO@DIGEST`), for the provenance.
+    pub cache_entry: Option<String>,
     pub lock_state: LockState,
     pub toolchain: String,
     pub toolchain_pinned: bool,
@@ -293,60 +295,108 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
     let cache = ctx.cache.images()?;
     let cache_tag = key.hex();
     let crates_file = ctx.cache.crates()?.join(format!("{cache_tag}.json"));
-    // A hit needs the image and its crate list (an entry from before kiln
-    // kept crates is rebuilt once).
-    let cached = if req.no_cache || req.fresh {
-        None
-    } else {
-        crate::store::layout::read(&cache, Some(&cache_tag), None)
+    // One local entry: the image and its crate list (an entry from before
+    // kiln kept crates is rebuilt once).
+    let local_entry = |tag: &str, crates_file: &Path| {
+        crate::store::layout::read(&cache, Some(tag), None)
             .ok()
             .and_then(|img| {
-                let bytes = crate::image::read_regular(&crates_file, crate::attest::crates::MAX_METADATA).ok()?;
+                let bytes = crate::image::read_regular(crates_file, crate::attest::crates::MAX_METADATA).ok()?;
                 let crates: Option<crate::attest::crates::CrateGraph> = serde_json::from_slice(&bytes).ok()?;
                 Some((img, crates))
             })
     };
+    let cached = if req.no_cache || req.fresh {
+        None
+    } else {
+        local_entry(&cache_tag, &crates_file)
+    };
     let mut cache_source = cached.as_ref().map(|_| "local");
+    let mut cache_entry = None;
     // The registry cache, by the full key, when this machine has no entry.
     let remote = if req.no_cache || req.fresh || plan.variation.is_some() {
         None
     } else {
         plan.remote_cache.as_ref()
     };
+    if plan.remote_cache_ignored {
+        progress.warn("kiln.toml names a registry cache ([build] cache); it is used only with --cache-mode read");
+    }
     let cached = match (cached, remote) {
-        (Some(c), _) => Some(c),
+        (Some(c), _) => {
+            // A writer with a warm machine still fills the shared cache.
+            if let Some(rc) = remote.filter(|rc| rc.mode == crate::store::registry::cache::Mode::ReadWrite)
+                && !matches!(crate::store::registry::cache::exists(ctx, rc, &key), Ok(true))
+            {
+                let doc = serde_json::to_vec(&c.1).expect("serializable");
+                if let Err(e) = crate::store::registry::cache::store(ctx, rc, &key, &c.0, &doc) {
+                    progress.warn(&format!(
+                        "could not write the build to the registry cache {} ({e})",
+                        rc.repo
+                    ));
+                }
+            }
+            Some(c)
+        }
         (None, Some(rc)) => {
-            let t = Instant::now();
-            let found = crate::store::registry::cache::lookup(ctx, rc, &key);
-            timings.push(("cache-lookup", t.elapsed().as_secs_f64()));
-            match found {
-                Ok(Some((img, doc))) => {
-                    let crates: Option<crate::attest::crates::CrateGraph> =
-                        serde_json::from_slice(&doc).map_err(|e| {
-                            Error::format(
-                                format!("{}: cache entry {}", rc.repo, key),
-                                format!("its crate list: {e}"),
-                            )
-                        })?;
-                    // Kept here too: the next build on this machine needs no registry.
-                    if crate::store::layout::LayoutSink::new(&cache, Some(cache_tag.clone()))
+            // What a registry gave is kept apart from what was built here,
+            // under the cache's name: it is reused only with that same cache.
+            let copy_tag = format!(
+                "{cache_tag}-r{}",
+                &Digest::of(rc.repo.to_string().as_bytes()).hex()[..16]
+            );
+            let copy_crates = ctx.cache.crates()?.join(format!("{copy_tag}.json"));
+            if let Some(c) = local_entry(&copy_tag, &copy_crates) {
+                cache_source = Some("registry");
+                Some(c)
+            } else {
+                let t = Instant::now();
+                let found = crate::store::registry::cache::lookup(ctx, rc, &key);
+                timings.push(("cache-lookup", t.elapsed().as_secs_f64()));
+                let usable = match found {
+                    Ok(Some((img, doc, entry))) => {
+                        let crates = serde_json::from_slice::<Option<crate::attest::crates::CrateGraph>>(&doc);
+                        match crates {
+                            Ok(crates) if img.platform() == plan.platform => Some((img, crates, doc, entry)),
+                            Ok(_) => {
+                                progress.warn(&format!(
+                                    "the registry cache {} has an entry for this key built for {}, not {}; building",
+                                    rc.repo,
+                                    img.platform(),
+                                    plan.platform
+                                ));
+                                None
+                            }
+                            Err(e) => {
+                                progress.warn(&format!(
+                                    "the registry cache {}'s entry has an unreadable crate list ({e}); building",
+                                    rc.repo
+                                ));
+                                None
+                            }
+                        }
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        progress.warn(&format!(
+                            "the registry cache {} could not be read ({e}); building",
+                            rc.repo
+                        ));
+                        None
+                    }
+                };
+                usable.map(|(img, crates, doc, entry)| {
+                    if crate::store::layout::LayoutSink::new(&cache, Some(copy_tag.clone()))
                         .put(&img)
                         .is_ok()
                     {
-                        let _ = std::fs::create_dir_all(crates_file.parent().expect("a bucket"));
-                        let _ = crate::store::blob::write_atomic(&crates_file, &doc);
+                        let _ = std::fs::create_dir_all(copy_crates.parent().expect("a bucket"));
+                        let _ = crate::store::blob::write_atomic(&copy_crates, &doc);
                     }
                     cache_source = Some("registry");
-                    Some((img, crates))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    progress.warn(&format!(
-                        "the registry cache {} could not be read ({e}); building",
-                        rc.repo
-                    ));
-                    None
-                }
+                    cache_entry = Some(format!("{}@{entry}", rc.repo));
+                    (img, crates)
+                })
             }
         }
         (None, None) => None,
@@ -401,6 +451,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
         image,
         cache_hit,
         cache_source,
+        cache_entry,
         lock_state,
         toolchain,
         toolchain_pinned,

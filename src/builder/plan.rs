@@ -104,6 +104,8 @@ pub struct Plan {
     pub proxy_env: Vec<(String, String)>,
     /// The registry build cache (not an input: it only says where results live).
     pub remote_cache: Option<crate::store::registry::cache::RemoteCache>,
+    /// kiln.toml names a cache the command line did not ask to use.
+    pub remote_cache_ignored: bool,
 }
 
 // The inputs are read everywhere the plan is; deref keeps `plan.target`
@@ -277,8 +279,9 @@ impl Plan {
         // macros compile once for every platform.
         let key = format!("{}|{}|{}", pinned.digest, self.package_name, self.profile);
         format!(
-            "kiln-target-{}{}",
+            "kiln-target-{}{}{}",
             &Digest::of(key.as_bytes()).hex()[..16],
+            self.target_suffix(),
             self.volume_suffix()
         )
     }
@@ -290,6 +293,16 @@ impl Plan {
 
     fn volume_suffix(&self) -> String {
         self.fresh.as_ref().map(|f| format!("-fresh-{f}")).unwrap_or_default()
+    }
+
+    /// A build that writes a shared registry cache compiles in a target
+    /// volume of its own: artifacts another (maybe untrusted) build left in
+    /// the common one must not reach every runner through the cache.
+    fn target_suffix(&self) -> &'static str {
+        match &self.remote_cache {
+            Some(rc) if rc.mode == crate::store::registry::cache::Mode::ReadWrite => "-cache-writer",
+            _ => "",
+        }
     }
 }
 

@@ -134,14 +134,27 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
     rustflags.extend(cfg.build.rustflags.iter().cloned());
     // The user's side (--ca-bundle, KILN_CA_BUNDLE) wins; the project may
     // only name a file inside itself; else the host's bundle.
-    // Writing a shared cache is the runner's decision, never the project's:
-    // `[build] cache` alone reads; `--cache` (or `--cache-mode readwrite`) writes.
+    // Which cache is used, and whether it is written, is the runner's
+    // decision, never the project's: `--cache REF` reads and writes (unless
+    // --cache-mode read); `[build] cache` is used only when the command line
+    // asks for it with --cache-mode, and only ever read: a project must not
+    // choose where the runner's credentials write, nor swap its own build
+    // for a prebuilt image.
     use crate::store::registry::cache::{Mode, RemoteCache};
     let remote_cache = match (&req.cache, spanned_str(&cfg.build.cache)) {
         (Some(c), _) => Some(RemoteCache::parse(c, req.cache_mode.unwrap_or(Mode::ReadWrite))?),
-        (None, Some((c, span))) => {
-            Some(RemoteCache::parse(&c, req.cache_mode.unwrap_or(Mode::Read)).map_err(|e| at(span, e.to_string()))?)
-        }
+        (None, Some((c, span))) => match req.cache_mode {
+            None => None,
+            Some(Mode::Read) => Some(RemoteCache::parse(&c, Mode::Read).map_err(|e| at(span, e.to_string()))?),
+            Some(Mode::ReadWrite) => {
+                return Err(at(
+                    span,
+                    "--cache-mode readwrite writes only a cache named on the command line: pass --cache REF \
+                     (a project's kiln.toml cache can only be read, with --cache-mode read)"
+                        .into(),
+                ));
+            }
+        },
         (None, None) => None,
     };
     let ca_bundle = match (&req.ca_bundle, spanned_str(&cfg.build.ca_bundle)) {
@@ -233,6 +246,7 @@ pub fn resolve(req: &BuildRequest) -> Result<(Plan, Option<String>)> {
         variation: req.variation.clone(),
         ca_bundle,
         proxy_env: req.proxy_env.clone(),
+        remote_cache_ignored: remote_cache.is_none() && cfg.build.cache.is_some(),
         remote_cache,
         fresh: req.fresh.then(|| {
             format!(

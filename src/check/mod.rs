@@ -398,17 +398,22 @@ fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Ite
     let config = image.manifest().config.digest.clone();
     let id = config.to_string();
     let rc = image.config().config.clone().unwrap_or_default();
+    // The probes come from this host: a remote engine's container addresses
+    // are not this host's to reach (they may even be another machine's here).
+    if !ctx.engine.is_local() {
+        return Err(Error::Engine {
+            message: format!(
+                "kiln check probes the containers from this host, and {} is another host: run kiln check there, \
+                 or through a local engine",
+                ctx.engine
+            ),
+        });
+    }
     let rt = crate::store::daemon::runtime()?;
     // Every call of the check is short: a wedged engine is an error, not a hang.
     let docker = crate::store::daemon::connect(&ctx.engine)?.with_timeout(Duration::from_secs(120));
     let present = rt.block_on(async {
-        docker.ping().await.map_err(|e| Error::Engine {
-            message: format!(
-                "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
-                ctx.engine,
-                crate::store::engine::describe(&e)
-            ),
-        })?;
+        crate::store::engine::ping(&docker, &ctx.engine).await?;
         Ok::<_, Error>(docker.inspect_image(&id).await.is_ok())
     })?;
     // The engine's image ID is the config digest: equal IDs, equal image.

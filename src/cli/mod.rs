@@ -164,6 +164,7 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
     };
     let docker_config = docker_config_dir.as_ref().map(|d| d.join("config.json"));
     // The engine, chosen as the docker CLI chooses it.
+    // Broken engine settings stop only the commands that use the engine.
     let engine = kiln::store::engine::Engine::resolve(&kiln::store::engine::EngineEnv {
         docker_host: env("DOCKER_HOST"),
         docker_tls_verify: env("DOCKER_TLS_VERIFY"),
@@ -171,7 +172,13 @@ fn context(cli: &Cli) -> anyhow::Result<kiln::context::Context> {
         docker_context: env("DOCKER_CONTEXT"),
         config_dir: docker_config_dir.clone(),
         ssh_config: env("KILN_SSH_CONFIG").map(Into::into),
-    })?;
+    })
+    .unwrap_or_else(|e| kiln::store::engine::Engine::unusable(e.to_string()));
+    if engine.plaintext_remote() {
+        progress.warn(&format!(
+            "the engine {engine} is reached over plain TCP: the source and the proxy settings go in clear, and whoever is on the path controls the build; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) or ssh://"
+        ));
+    }
     // Pull mirrors the way podman/skopeo (registries.conf) and Docker
     // (daemon.json) read them, so one setup serves every tool.
     let registries_conf = env("CONTAINERS_REGISTRIES_CONF").map(std::path::PathBuf::from);

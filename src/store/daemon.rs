@@ -115,13 +115,7 @@ impl Sink for DaemonSink {
         let rt = runtime()?;
         let loaded: Result<()> = rt.block_on(async {
             let docker = connect(&self.engine)?;
-            docker.ping().await.map_err(|e| Error::Engine {
-                message: format!(
-                    "{} does not answer ({}); start it, or choose another with DOCKER_HOST or a Docker context",
-                    self.engine,
-                    super::engine::describe(&e)
-                ),
-            })?;
+            crate::store::engine::ping(&docker, &self.engine).await?;
             let stream =
                 futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
             let body = bollard::body_try_stream(stream);

@@ -37,6 +37,40 @@ pub struct Engine {
     pub chosen_by: String,
     /// An ssh_config for `ssh://` engines (`KILN_SSH_CONFIG`).
     pub ssh_config: Option<PathBuf>,
+    /// Why the engine settings could not be used: said when a command
+    /// needs the engine, so commands that do not (pull, push, a cache hit)
+    /// are not stopped by a broken context.
+    pub unusable: Option<String>,
+}
+
+impl Engine {
+    /// An engine whose settings are broken; `connect` reports `why`.
+    pub fn unusable(why: String) -> Engine {
+        Engine {
+            unusable: Some(why),
+            ..Engine::default()
+        }
+    }
+
+    /// Whether kiln's probes from this host reach the engine's containers:
+    /// the engine runs here (a socket, or TCP on a loopback address).
+    pub fn is_local(&self) -> bool {
+        match &self.endpoint {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp { addr, .. } => {
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            Endpoint::Ssh { .. } => false,
+        }
+    }
+
+    /// A plain-TCP engine off this host: the API is root on that machine,
+    /// and everything kiln sends it (source, proxy settings) goes in clear.
+    pub fn plaintext_remote(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Tcp { tls: None, .. }) && !self.is_local()
+    }
 }
 
 impl Default for Engine {
@@ -45,6 +79,7 @@ impl Default for Engine {
             endpoint: Endpoint::Unix("/var/run/docker.sock".into()),
             chosen_by: "the default socket".into(),
             ssh_config: None,
+            unusable: None,
         }
     }
 }
@@ -82,8 +117,9 @@ impl Engine {
     /// Picks the engine as the docker CLI does.
     pub fn resolve(env: &EngineEnv) -> Result<Engine> {
         let mut e = if let Some(host) = &env.docker_host {
+            // Like the docker CLI: any non-empty DOCKER_TLS_VERIFY means on.
             let tls = match env.docker_tls_verify.as_deref() {
-                Some(v) if !v.is_empty() && v != "0" => {
+                Some(v) if !v.is_empty() => {
                     let dir = env
                         .docker_cert_path
                         .clone()
@@ -106,7 +142,7 @@ impl Engine {
             Engine {
                 endpoint: parse_host(host, tls, "DOCKER_HOST")?,
                 chosen_by: "DOCKER_HOST".into(),
-                ssh_config: None,
+                ..Engine::default()
             }
         } else {
             let name = match &env.docker_context {
@@ -129,38 +165,89 @@ fn parse_host(host: &str, tls: Option<Tls>, origin: &'static str) -> Result<Endp
     if let Some(p) = host.strip_prefix("unix://") {
         return Ok(Endpoint::Unix(PathBuf::from(p)));
     }
+    let https = host.starts_with("https://");
     if let Some(a) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("https://")) {
-        let a = a.trim_end_matches('/');
-        if a.is_empty() || a.contains('/') {
-            return Err(bad("expected tcp://HOST:PORT"));
+        if https && tls.is_none() {
+            return Err(bad(
+                "https:// needs TLS material: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH",
+            ));
         }
-        let addr = if a.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !a.ends_with(']') {
-            a.to_string()
+        let a = a.trim_end_matches('/');
+        let (h, port) = split_host_port(a).ok_or_else(|| bad("expected tcp://HOST[:PORT]"))?;
+        // Docker's defaults: 2376 with TLS, 2375 without.
+        let port = port.unwrap_or(if tls.is_some() { 2376 } else { 2375 });
+        let addr = if h.contains(':') {
+            format!("[{h}]:{port}")
         } else {
-            // Docker's defaults: 2376 with TLS, 2375 without.
-            format!("{a}:{}", if tls.is_some() { 2376 } else { 2375 })
+            format!("{h}:{port}")
         };
         return Ok(Endpoint::Tcp { addr, tls });
     }
     if let Some(a) = host.strip_prefix("ssh://") {
         let a = a.trim_end_matches('/');
-        let (dest, port) = match a.rsplit_once(':') {
-            Some((d, p)) if !d.contains(']') || d.ends_with(']') => match p.parse::<u16>() {
-                Ok(p) => (d.to_string(), Some(p)),
-                Err(_) => return Err(bad("expected ssh://[USER@]HOST[:PORT]")),
-            },
-            _ => (a.to_string(), None),
+        let (user, rest) = match a.split_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, a),
         };
-        // Never something ssh would read as an option.
-        if dest.is_empty() || dest.starts_with('-') || dest.contains(char::is_whitespace) || dest.contains('/') {
-            return Err(bad("expected ssh://[USER@]HOST[:PORT]"));
+        let (h, port) = split_host_port(rest).ok_or_else(|| bad("expected ssh://[USER@]HOST[:PORT]"))?;
+        // Names only: nothing ssh could read as an option, nothing a shell
+        // (a ProxyCommand's %h) could read as syntax.
+        let plain = |s: &str| {
+            !s.is_empty() && !s.starts_with('-') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        let host_ok = plain(h) || h.parse::<std::net::Ipv6Addr>().is_ok();
+        if !host_ok || user.is_some_and(|u| !plain(u)) {
+            return Err(bad(
+                "expected ssh://[USER@]HOST[:PORT] with plain names (letters, digits, `.`, `_`, `-`)",
+            ));
         }
-        return Ok(Endpoint::Ssh {
-            destination: dest,
-            port,
-        });
+        let destination = match user {
+            Some(u) => format!("{u}@{h}"),
+            None => h.to_string(),
+        };
+        return Ok(Endpoint::Ssh { destination, port });
     }
     Err(bad("expected unix://PATH, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]"))
+}
+
+/// `HOST[:PORT]`, `[V6]` or `[V6]:PORT`: the host (no brackets) and the port.
+fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = a.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((h, None)),
+            p => Some((h, Some(p.strip_prefix(':')?.parse().ok().filter(|p| *p > 0)?))),
+        };
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            Some((h, Some(p.parse().ok().filter(|p| *p > 0)?))).filter(|(h, _)| !h.is_empty())
+        }
+        Some(_) => None,
+        None if a.is_empty() || a.contains('/') => None,
+        None => Some((a, None)),
+    }
+}
+
+/// Reads one of the user's own files (config.json, a context, PEMs):
+/// symlinks are followed (dotfile managers, mounted secrets), but it must
+/// be a regular file within `max` bytes.
+fn read_user_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(Error::read(path))?;
+    let meta = f.metadata().map_err(Error::read(path))?;
+    if !meta.is_file() {
+        return Err(Error::format(path.display().to_string(), "not a regular file"));
+    }
+    let mut b = Vec::new();
+    f.take(max + 1).read_to_end(&mut b).map_err(Error::read(path))?;
+    if b.len() as u64 > max {
+        return Err(Error::format(
+            path.display().to_string(),
+            format!("larger than {} KiB", max >> 10),
+        ));
+    }
+    Ok(b)
 }
 
 /// config.json's `currentContext`.
@@ -178,10 +265,7 @@ fn current_context(config_dir: Option<&Path>) -> Result<Option<String>> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = crate::image::read_regular(path, MAX_META)?;
-    if bytes.len() as u64 > MAX_META {
-        return Err(Error::format(path.display().to_string(), "larger than 1 MiB"));
-    }
+    let bytes = read_user_file(path, MAX_META)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), format!("not JSON: {e}")))
 }
 
@@ -220,15 +304,32 @@ fn from_context(config_dir: Option<&Path>, name: &str, origin: &str) -> Result<E
         ));
     }
     let tls_dir = dir.join("contexts/tls").join(&id).join("docker");
-    let tls = tls_dir.join("ca.pem").is_file().then(|| Tls {
-        ca: tls_dir.join("ca.pem"),
-        cert: tls_dir.join("cert.pem"),
-        key: tls_dir.join("key.pem"),
-    });
+    let files = ["ca.pem", "cert.pem", "key.pem"].map(|f| tls_dir.join(f));
+    // Any TLS file means TLS (never a quiet fall back to plain TCP); kiln
+    // asks only the context's CA, so it must be there.
+    let tls = if files.iter().any(|f| f.exists()) {
+        if !files[0].exists() {
+            return Err(Error::invalid(
+                "docker context",
+                name,
+                format!(
+                    "it has TLS files but no {}: kiln trusts only the context's own CA",
+                    files[0].display()
+                ),
+            ));
+        }
+        Some(Tls {
+            ca: files[0].clone(),
+            cert: files[1].clone(),
+            key: files[2].clone(),
+        })
+    } else {
+        None
+    };
     Ok(Engine {
         endpoint: parse_host(host, tls, "docker context Host")?,
         chosen_by: format!("docker context `{name}` ({origin})"),
-        ssh_config: None,
+        ..Engine::default()
     })
 }
 
@@ -248,8 +349,27 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// Asks the engine whether it is there (30 s at most): the first request,
+/// whose failure says which engine, what chose it and why.
+pub async fn ping(docker: &bollard::Docker, engine: &Engine) -> Result<()> {
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), docker.ping()).await;
+    let why = match answer {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => describe(&e),
+        Err(_) => "no answer within 30 s".to_string(),
+    };
+    Err(Error::Engine {
+        message: format!(
+            "{engine} does not answer ({why}); start it, or choose another with DOCKER_HOST or a Docker context"
+        ),
+    })
+}
+
 /// Connects to the engine (no request is made yet).
 pub fn connect(engine: &Engine, timeout_secs: u64) -> Result<bollard::Docker> {
+    if let Some(why) = &engine.unusable {
+        return Err(Error::Engine { message: why.clone() });
+    }
     let err = |e: bollard::errors::Error| Error::Engine {
         message: format!("cannot connect to {engine}: {e}"),
     };
@@ -266,8 +386,8 @@ pub fn connect(engine: &Engine, timeout_secs: u64) -> Result<bollard::Docker> {
             let config = tls_config(tls)?;
             let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let server_name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
-                Error::invalid("DOCKER_HOST", addr.as_str(), format!("not a host name or address: {e}"))
+            let server_name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| Error::Engine {
+                message: format!("{engine}: `{host}` is not a host name or address: {e}"),
             })?;
             custom(
                 Dial::Tls {
@@ -283,13 +403,17 @@ pub fn connect(engine: &Engine, timeout_secs: u64) -> Result<bollard::Docker> {
             if let Some(c) = &engine.ssh_config {
                 argv.extend(["-F".into(), c.display().to_string()]);
             }
-            argv.extend([
-                "-o".into(),
-                "BatchMode=yes".into(),
-                "-o".into(),
-                "ConnectTimeout=30".into(),
-                "-T".into(),
-            ]);
+            argv.extend(
+                [
+                    "BatchMode=yes",
+                    "ConnectTimeout=30",
+                    "ServerAliveInterval=15",
+                    "ServerAliveCountMax=3",
+                ]
+                .iter()
+                .flat_map(|o| ["-o".to_string(), o.to_string()]),
+            );
+            argv.push("-T".into());
             if let Some(p) = port {
                 argv.extend(["-p".into(), p.to_string()]);
             }
@@ -312,7 +436,7 @@ fn tls_config(tls: &Tls) -> Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |p: &Path| -> Result<Vec<u8>> {
-        let b = crate::image::read_regular(p, MAX_META).map_err(|e| Error::Engine {
+        let b = read_user_file(p, MAX_META).map_err(|e| Error::Engine {
             message: format!("TLS for the engine: {e}; DOCKER_CERT_PATH (or the context's tls directory) must hold ca.pem, cert.pem and key.pem"),
         })?;
         Ok(b)
@@ -449,10 +573,18 @@ impl tower_service::Service<hyper::Uri> for Dialer {
                     server_name,
                     config,
                 } => {
-                    let tcp = tokio::net::TcpStream::connect(addr.as_str()).await?;
-                    let tls = tokio_rustls::TlsConnector::from(config.clone())
-                        .connect(server_name.clone(), tcp)
-                        .await?;
+                    // A silent network must not hang a build: 30 s to connect and shake hands.
+                    let dial = async {
+                        let tcp = tokio::net::TcpStream::connect(addr.as_str()).await?;
+                        tokio_rustls::TlsConnector::from(config.clone())
+                            .connect(server_name.clone(), tcp)
+                            .await
+                    };
+                    let tls = tokio::time::timeout(std::time::Duration::from_secs(30), dial)
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS connection within 30 s")
+                        })??;
                     Box::new(tls)
                 }
                 Dial::Ssh { argv } => {
@@ -521,6 +653,24 @@ mod tests {
             }
         );
         assert!(parse_host("ssh://-oProxyCommand=x", None, "DOCKER_HOST").is_err());
+        assert!(parse_host("ssh://a;b@host", None, "DOCKER_HOST").is_err());
+        assert!(parse_host("ssh://host$(id)", None, "DOCKER_HOST").is_err());
+        assert_eq!(
+            parse_host("ssh://[::1]:2222", None, "DOCKER_HOST").unwrap(),
+            Endpoint::Ssh {
+                destination: "::1".into(),
+                port: Some(2222)
+            }
+        );
+        assert!(parse_host("tcp://h:99999", None, "DOCKER_HOST").is_err());
+        assert!(parse_host("https://h", None, "DOCKER_HOST").is_err());
+        assert_eq!(
+            parse_host("tcp://[::1]:2376", None, "DOCKER_HOST").unwrap(),
+            Endpoint::Tcp {
+                addr: "[::1]:2376".into(),
+                tls: None
+            }
+        );
         assert!(parse_host("npipe:////./pipe/docker", None, "DOCKER_HOST").is_err());
     }
 
@@ -562,9 +712,24 @@ mod tests {
         assert!(err.to_string().contains("docker context `gone`"), "{err}");
         let e = Engine::resolve(&EngineEnv {
             docker_context: Some("default".into()),
-            ..env
+            ..env.clone()
         })
         .unwrap();
         assert_eq!(e, Engine::default());
+        // TLS files without the CA: refused, never plain TCP.
+        std::fs::remove_file(tls.join("ca.pem")).unwrap();
+        std::fs::write(tls.join("cert.pem"), "x").unwrap();
+        let err = Engine::resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("no ") && err.to_string().contains("ca.pem"), "{err}");
+        // DOCKER_TLS_VERIFY=0 is on, as for docker.
+        let e = Engine::resolve(&EngineEnv {
+            docker_host: Some("tcp://10.1.2.3".into()),
+            docker_tls_verify: Some("0".into()),
+            docker_cert_path: Some("/certs".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(&e.endpoint, Endpoint::Tcp { addr, tls: Some(_) } if addr == "10.1.2.3:2376"), "{e}");
+        assert!(!e.is_local() && !e.plaintext_remote());
     }
 }

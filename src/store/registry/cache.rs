@@ -64,12 +64,15 @@ impl RemoteCache {
     }
 }
 
-/// The entry for `key`: the image and the crate list, verified; None when
-/// the cache has no entry for it.
-pub fn lookup(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option<(Image, Vec<u8>)>> {
+/// Whether the cache has an entry for `key`.
+pub fn exists(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<bool> {
+    Ok(entry_manifest(ctx, cache, key)?.is_some())
+}
+
+fn entry_manifest(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option<Bytes>> {
     let t = tag(key);
     let rt = crate::store::daemon::runtime()?;
-    let manifest = rt.block_on(async {
+    rt.block_on(async {
         let client = super::client::Client::connect(&cache.repo, &ctx.registry).await?;
         let scopes = vec![super::client::scope(&cache.repo.repository, "pull")];
         get_optional(
@@ -80,8 +83,16 @@ pub fn lookup(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option
             &format!("the cache entry {t}"),
         )
         .await
-    })?;
-    let Some(manifest) = manifest else { return Ok(None) };
+    })
+}
+
+/// The entry for `key`: the image, the crate list and the entry's digest,
+/// verified; None when the cache has no entry for it.
+pub fn lookup(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option<(Image, Vec<u8>, Digest)>> {
+    let t = tag(key);
+    let Some(manifest) = entry_manifest(ctx, cache, key)? else {
+        return Ok(None);
+    };
     let at = format!("{}:{t}", cache.repo);
     let m: oci::Manifest =
         serde_json::from_slice(&manifest).map_err(|e| Error::format(&at, format!("not an OCI manifest: {e}")))?;
@@ -110,7 +121,7 @@ pub fn lookup(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option
             found: image.digest().to_string(),
         });
     }
-    Ok(Some((image, entry.document().to_vec())))
+    Ok(Some((image, entry.document().to_vec(), entry.digest().clone())))
 }
 
 /// Writes the entry for `key`: the image by digest, then its crate list and

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""A fleet on paper: N CI runners, M services, one registry as kiln's build
+cache. Simulates 30 days of pipelines with this machine's measured numbers
+(pass them as flags) and prints a markdown table: hit rates with only each
+runner's local cache vs the registry cache, build time spent, and the
+registry storage the cache takes with and without garbage collection.
+
+Model (deliberately simple, stated so it can be argued with):
+- every working day each service gets C commits (Poisson); each commit is
+  built by P pipeline jobs that need its image (PR build, merge build,
+  check, deploy, re-runs), each on a runner picked at random;
+- a commit's inputs are new: its first build anywhere is a miss; later
+  builds hit the registry cache, and hit a local cache only on a runner
+  that built that key before (runners are recycled: a local cache lives
+  R days);
+- each entry stores one image (its layers differ from the previous
+  commit's: the binary changed) plus the crate list;
+- GC keeps the entries of the last K commits of each service and deletes
+  older `kiln-cache-*` tags (and the blobs only they reference).
+
+  scripts/fleet-sim.py --runners 40 --services 25 --cold 44.0 --hit 0.6 --entry-mb 0.9
+"""
+import argparse
+import math
+import random
+
+
+def poisson(rng, lam):
+    # Knuth: fine for the small means used here.
+    l, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= l:
+            return k
+        k += 1
+
+
+def simulate(a, registry):
+    rng = random.Random(a.seed)
+    local = [dict() for _ in range(a.runners)]  # runner -> key -> day built
+    stored = []  # (day, service, key, size) of registry entries
+    builds = hits = 0
+    seconds = 0.0
+    for day in range(a.days):
+        if a.runner_life and day % a.runner_life == 0:
+            local = [dict() for _ in range(a.runners)]
+        for s in range(a.services):
+            for c in range(poisson(rng, a.commits)):
+                key = (s, day, c)
+                in_registry = False
+                for _ in range(a.jobs):
+                    r = rng.randrange(a.runners)
+                    builds += 1
+                    if key in local[r] or (registry and in_registry):
+                        hits += 1
+                        seconds += a.hit
+                    else:
+                        seconds += a.cold
+                        if registry:
+                            in_registry = True
+                            stored.append((day, s, key, a.entry_mb))
+                    local[r][key] = day
+    return builds, hits, seconds, stored
+
+
+def storage(stored, keep):
+    total = sum(e[3] for e in stored)
+    if keep is None:
+        return total
+    by_service = {}
+    for e in stored:
+        by_service.setdefault(e[1], []).append(e)
+    return sum(sum(e[3] for e in es[-keep:]) for es in by_service.values())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runners", type=int, default=40)
+    p.add_argument("--services", type=int, default=25)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--commits", type=float, default=6.0, help="commits per service per day (mean)")
+    p.add_argument("--jobs", type=int, default=4, help="pipeline jobs per commit that need the image")
+    p.add_argument("--runner-life", type=int, default=1, help="days a runner's local cache lives (0: forever)")
+    p.add_argument("--cold", type=float, required=True, help="seconds of a cold build (measured)")
+    p.add_argument("--hit", type=float, required=True, help="seconds of a registry hit (measured)")
+    p.add_argument("--entry-mb", type=float, required=True, help="MB one cache entry adds (measured)")
+    p.add_argument("--keep", type=int, default=20, help="GC: entries kept per service")
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    lb, lh, ls, _ = simulate(a, registry=False)
+    rb, rh, rs, stored = simulate(a, registry=True)
+    print(f"| {a.runners} runners, {a.services} services, {a.days} days, {a.commits:g} commits/service/day, "
+          f"{a.jobs} jobs/commit | local caches only | registry cache |")
+    print("| --- | --- | --- |")
+    print(f"| builds that needed the image | {lb} | {rb} |")
+    print(f"| hit rate | {100 * lh / lb:.1f}% | {100 * rh / rb:.1f}% |")
+    print(f"| build time spent (runner-hours) | {ls / 3600:.1f} | {rs / 3600:.1f} ({rs / ls:.2f}×) |")
+    print(f"| cache entries written | – | {len(stored)} |")
+    print(f"| registry storage after {a.days} days, no GC | – | {storage(stored, None) / 1024:.2f} GB |")
+    print(f"| … with GC keeping {a.keep} entries per service | – | {storage(stored, a.keep) / 1024:.3f} GB (bounded: services × keep × entry) |")
+
+
+if __name__ == "__main__":
+    main()
