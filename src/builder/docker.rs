@@ -63,6 +63,7 @@ impl Builder for DockerBuilder {
             context: "temp dir".into(),
             source: e,
         })?;
+        let t = std::time::Instant::now();
         let tar_path = staging.path().join("source.tar");
         let upload = if plan.src_dir() == source::SRC_DIR {
             source_tree.clone()
@@ -98,8 +99,11 @@ impl Builder for DockerBuilder {
             build: &tar_path,
             fetch: &fetch_path,
         };
+        let source_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let image = ensure_builder(&self.ctx, &pinned)?;
-        build(
+        let builder_s = t.elapsed().as_secs_f64();
+        let mut a = build(
             &self.ctx.engine,
             plan,
             &pinned,
@@ -107,7 +111,12 @@ impl Builder for DockerBuilder {
             tars,
             &self.progress,
             &self.fetched,
-        )
+        )?;
+        a.phases.splice(
+            0..0,
+            [("compile.source", source_s), ("compile.builder-image", builder_s)],
+        );
+        Ok(a)
     }
 }
 
@@ -316,6 +325,8 @@ async fn run(
     // offline build then misses a crate anyway, kiln fetches and retries.
     let marker = fetch_marker(plan, pinned, fetched);
     let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
+    let mut phases = Vec::new();
+    let t = std::time::Instant::now();
     if !skipped_fetch {
         fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
         if let Some(m) = &marker {
@@ -348,6 +359,8 @@ async fn run(
         "CARGO_ENCODED_RUSTFLAGS={}",
         plan.rustflags_for(&plan.src_dir(), CARGO_HOME).join("\x1f")
     ));
+    phases.push(("compile.fetch", t.elapsed().as_secs_f64()));
+    let t = std::time::Instant::now();
     let sp = progress.spinner("compiling (network off)");
     let build = Phase {
         name: "build",
@@ -380,6 +393,8 @@ async fn run(
             output: log,
         });
     }
+    phases.push(("compile.build", t.elapsed().as_secs_f64()));
+    let t = std::time::Instant::now();
     // Artifacts leave as a tar stream.
     let opts = DownloadFromContainerOptionsBuilder::default().path(OUT_DIR).build();
     let mut s = docker.download_from_container(&id, Some(opts));
@@ -398,7 +413,10 @@ async fn run(
             });
         }
     }
-    super::artifacts_from_tar(&tar_bytes, &plan.bin)
+    let mut a = super::artifacts_from_tar(&tar_bytes, &plan.bin)?;
+    phases.push(("compile.copy-out", t.elapsed().as_secs_f64()));
+    a.phases = phases;
+    Ok(a)
 }
 
 /// Shell lines that fit the builder to the target before cargo runs (in

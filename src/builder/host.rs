@@ -121,5 +121,6 @@ fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
         ca_bundle: ca,
         toolchain: format!("{toolchain} (host, not pinned)"),
         metadata,
+        phases: Vec::new(),
     })
 }

@@ -91,6 +91,8 @@ pub struct Artifacts {
     /// `cargo metadata` for the build's target and features (the SBOM's
     /// crates); None when cargo could not give it.
     pub metadata: Option<Vec<u8>>,
+    /// Where the compile's time went (`--json` timings `compile.*`).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// Reads the builder's out dir (as a tar from the archive API).
@@ -146,6 +148,7 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
         ca_bundle: ca,
         toolchain,
         metadata,
+        phases: Vec::new(),
     })
 }
 
@@ -412,6 +415,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
             };
             let artifacts = builder.compile(&plan, &source_tree)?;
             timings.push(("compile", t.elapsed().as_secs_f64()));
+            timings.extend(artifacts.phases.iter().copied());
             let t = Instant::now();
             let image = assemble_image(ctx, &plan, &artifacts)?;
             timings.push(("assemble", t.elapsed().as_secs_f64()));

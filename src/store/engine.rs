@@ -720,7 +720,10 @@ mod tests {
         std::fs::remove_file(tls.join("ca.pem")).unwrap();
         std::fs::write(tls.join("cert.pem"), "x").unwrap();
         let err = Engine::resolve(&env).unwrap_err();
-        assert!(err.to_string().contains("no ") && err.to_string().contains("ca.pem"), "{err}");
+        assert!(
+            err.to_string().contains("no ") && err.to_string().contains("ca.pem"),
+            "{err}"
+        );
         // DOCKER_TLS_VERIFY=0 is on, as for docker.
         let e = Engine::resolve(&EngineEnv {
             docker_host: Some("tcp://10.1.2.3".into()),
@@ -729,7 +732,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert!(matches!(&e.endpoint, Endpoint::Tcp { addr, tls: Some(_) } if addr == "10.1.2.3:2376"), "{e}");
+        assert!(
+            matches!(&e.endpoint, Endpoint::Tcp { addr, tls: Some(_) } if addr == "10.1.2.3:2376"),
+            "{e}"
+        );
         assert!(!e.is_local() && !e.plaintext_remote());
     }
 }
