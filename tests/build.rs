@@ -574,6 +574,10 @@ fn two_builds_of_one_project_at_once_both_succeed_with_one_digest() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["cache"], "miss");
+        // Where the time went, phase by phase.
+        for phase in ["compile.source", "compile.fetch", "compile.build", "compile.copy-out"] {
+            assert!(r["timings"][phase].as_f64().is_some(), "no {phase} in {}", r["timings"]);
+        }
         // The target volume this package got (plan.rs names it), removed after.
         let key = format!("{}|{name}|release", r["builder"]["digest"].as_str().unwrap());
         engine.volume(format!("kiln-target-{}", &sha256_hex(key.as_bytes())[..16]));
