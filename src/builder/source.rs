@@ -25,7 +25,14 @@ pub fn collect(project: &Path, prefix: &str) -> Result<Tree> {
         .add_custom_ignore_filename(".kilnignore")
         .filter_entry(|e| {
             // Build outputs and VCS data never go in: they are large and host-specific.
-            !(e.depth() == 1 && matches!(e.file_name().to_str(), Some("target" | ".git")))
+            let outputs = e.depth() == 1 && matches!(e.file_name().to_str(), Some("target" | ".git"));
+            // Nor kiln's own staging files (another kiln writing kiln.lock
+            // beside this one): they are renamed away while the walk runs.
+            let staging = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(crate::store::blob::STAGING_PREFIX));
+            !(outputs || staging)
         })
         .build();
     for entry in walker {
@@ -110,6 +117,7 @@ mod tests {
             "big/blob.bin",
             "notes.tmp",
             "sub/target/keep",
+            ".kiln-tmp-aB3dEf",
         ] {
             std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
             std::fs::write(p.join(f), "x").unwrap();
@@ -123,7 +131,13 @@ mod tests {
             "only the top-level target/ is skipped"
         );
         assert!(paths.contains(&"kiln/src/.kilnignore"));
-        for gone in ["kiln/src/target", "kiln/src/.git", "kiln/src/big", "kiln/src/notes.tmp"] {
+        for gone in [
+            "kiln/src/target",
+            "kiln/src/.git",
+            "kiln/src/big",
+            "kiln/src/notes.tmp",
+            "kiln/src/.kiln-tmp-aB3dEf",
+        ] {
             assert!(!paths.contains(&gone), "{gone} should be skipped: {paths:?}");
         }
     }
