@@ -573,7 +573,7 @@ async fn run_phase(
     bar: &indicatif::ProgressBar,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<(i64, String)> {
-    let name = format!("kiln-{}-{}-{}", phase.name, std::process::id(), rand_suffix());
+    let name = format!("kiln-{}-{}", phase.name, daemon::name_suffix());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(phase.cmd.clone()),
@@ -666,14 +666,4 @@ async fn run_phase(
         }
     }
     Ok((code, tail.into_iter().collect::<Vec<_>>().join("\n")))
-}
-
-fn rand_suffix() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    // Only names a container; never reaches an output.
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{n:08x}")
 }

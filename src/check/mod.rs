@@ -14,9 +14,11 @@
 //!
 //! Containers and the network it makes are removed on success, failure and Ctrl-C.
 
+mod containers;
 pub mod dotenv;
 mod engine;
 pub mod pinned;
+mod probe;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};
@@ -425,7 +427,7 @@ fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Ite
         crate::store::daemon::DaemonSink::new(ctx.engine.clone(), name.clone()).put(image)?;
         Some(name)
     };
-    let created = engine::tracker();
+    let created = containers::tracker();
     let (r, left) = rt.block_on(async {
         let flow = std::panic::AssertUnwindSafe(engine::run(&docker, &id, &rc, opts, &created)).catch_unwind();
         let stop = async {
@@ -442,7 +444,7 @@ fn run_on_engine(ctx: &Context, image: &Image, opts: &Options) -> Result<Vec<Ite
             r = flow => r,
             _ = stop => Ok(Err(Error::Interrupted)),
         };
-        let left = engine::cleanup(&docker, &created).await;
+        let left = containers::cleanup(&docker, &created).await;
         if let Some(name) = &loaded {
             // Untagging the image kiln loaded leaves the engine as it was.
             let _ = docker

@@ -206,12 +206,7 @@ pub fn walk_index(b: &[u8], hash_len: usize, mut f: impl FnMut(&[u8], bool) -> b
         if version == 4 {
             let (strip, used) = varint(b.get(p..).ok_or("truncated entry")?)?;
             p += used;
-            let end = p + b
-                .get(p..)
-                .ok_or("truncated entry")?
-                .iter()
-                .position(|&c| c == 0)
-                .ok_or("unterminated path")?;
+            let end = nul_at(b, p)?;
             let keep = usize::try_from(strip)
                 .ok()
                 .and_then(|s| path.len().checked_sub(s))
@@ -223,12 +218,7 @@ pub fn walk_index(b: &[u8], hash_len: usize, mut f: impl FnMut(&[u8], bool) -> b
             path.extend_from_slice(&b[p..end]);
             pos = end + 1;
         } else {
-            let end = p + b
-                .get(p..)
-                .ok_or("truncated entry")?
-                .iter()
-                .position(|&c| c == 0)
-                .ok_or("unterminated path")?;
+            let end = nul_at(b, p)?;
             if end - p > MAX_PATH {
                 return Err(too_long());
             }
@@ -242,6 +232,12 @@ pub fn walk_index(b: &[u8], hash_len: usize, mut f: impl FnMut(&[u8], bool) -> b
         }
     }
     Ok(())
+}
+
+/// The offset of the NUL that ends the path starting at `p`.
+fn nul_at(b: &[u8], p: usize) -> Result<usize, String> {
+    let rest = b.get(p..).ok_or("truncated entry")?;
+    Ok(p + rest.iter().position(|&c| c == 0).ok_or("unterminated path")?)
 }
 
 /// Git's offset varint (big-endian groups, +1 per continuation).

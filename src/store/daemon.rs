@@ -31,6 +31,16 @@ pub fn connect(engine: &Engine) -> Result<bollard::Docker> {
     Ok(super::engine::connect(engine, 120)?.with_timeout(Duration::from_secs(3600)))
 }
 
+/// `PID-NANOS`: names kiln's containers and networks apart (never reaches an output).
+pub fn name_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{n:08x}", std::process::id())
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod layout;
 pub mod read;
 pub mod registry;
+mod transport;
 
 use crate::attest::Artifact;
 use crate::context::Context;
