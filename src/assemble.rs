@@ -131,7 +131,13 @@ pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::
         builder.prefix(".kiln-tmp-");
         let staging = Arc::new(
             match staging {
-                Some(dir) => builder.tempdir_in(dir),
+                // A failing concurrent writer of a new layout may remove the
+                // `blobs/` it created between our look and this: stage in the
+                // temp directory instead (a copy, not a hardlink, later).
+                Some(dir) => builder.tempdir_in(dir).or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => builder.tempdir(),
+                    _ => Err(e),
+                }),
                 None => builder.tempdir(),
             }
             .map_err(|e| Error::Io {
@@ -184,4 +190,22 @@ pub fn assemble(ctx: &Context, spec: &AssembleSpec, staging: Option<&std::path::
         rc.stop_signal = Some(s.to_string());
     }
     Image::new(config, layers, BTreeMap::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staging_directory_removed_by_a_concurrent_writer_falls_back_to_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let ctx = Context::quiet(crate::cache::Cache::new(d.path().join("cache")));
+        let mut spec = AssembleSpec::new(Platform::host());
+        spec.extra.add_bytes("/f", b"x".to_vec(), 0o644, "test").unwrap();
+        // The `blobs/` a failing writer created and removed again.
+        let gone = d.path().join("out/blobs");
+        let image = assemble(&ctx, &spec, Some(&gone)).unwrap();
+        assert_eq!(image.layers().len(), 1);
+        assert!(!gone.exists());
+    }
 }
