@@ -103,6 +103,10 @@ impl Builder for DockerBuilder {
         let t = std::time::Instant::now();
         let image = ensure_builder(&self.ctx, &pinned)?;
         let builder_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let job = super::deps::prepare(&self.ctx, plan, &pinned, &build_env(plan), &rustflags(plan));
+        let deps_s = t.elapsed().as_secs_f64();
+        let export_to = staging.path().join("deps.layer");
         let mut a = build(
             &self.ctx.engine,
             plan,
@@ -111,11 +115,31 @@ impl Builder for DockerBuilder {
             tars,
             &self.progress,
             &self.fetched,
+            job.as_ref().map(|j| (j, export_to.as_path())),
         )?;
         a.phases.splice(
             0..0,
-            [("compile.source", source_s), ("compile.builder-image", builder_s)],
+            [
+                ("compile.source", source_s),
+                ("compile.builder-image", builder_s),
+                ("compile.deps-lookup", deps_s),
+            ],
         );
+        if let (Some(job), Some(info)) = (&job, a.deps_layer.take()) {
+            let t = std::time::Instant::now();
+            let sp = self
+                .progress
+                .spinner("writing the compiled dependencies to the registry cache");
+            match super::deps::store(&self.ctx, plan, job, info, export_to) {
+                Ok(()) => a.deps_cache = Some("stored"),
+                Err(e) => self.progress.warn(&format!(
+                    "could not write the compiled dependencies to the registry cache {} ({e})",
+                    job.cache.repo
+                )),
+            }
+            sp.finish_and_clear();
+            a.phases.push(("compile.deps-store", t.elapsed().as_secs_f64()));
+        }
         Ok(a)
     }
 }
@@ -237,6 +261,7 @@ pub async fn resolve(docker: &Docker, reference: &str) -> Result<crate::digest::
 
 /// Runs the fetch and build phases for `plan`; `source_tar` holds the
 /// project (and CA bundle) as a tar to unpack at `/`.
+#[allow(clippy::too_many_arguments)]
 fn build(
     engine: &crate::store::engine::Engine,
     plan: &Plan,
@@ -245,13 +270,24 @@ fn build(
     tars: Tars<'_>,
     progress: &Progress,
     fetched: &Path,
+    deps: Option<(&super::deps::Job, &Path)>,
 ) -> Result<Artifacts> {
     let rt = daemon::runtime()?;
     let created: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.block_on(async {
         let docker = daemon::connect(engine)?;
         crate::store::engine::ping(&docker, engine).await?;
-        let flow = run(&docker, plan, pinned, image, tars, progress, fetched, created.clone());
+        let flow = run(
+            &docker,
+            plan,
+            pinned,
+            image,
+            tars,
+            progress,
+            fetched,
+            deps,
+            created.clone(),
+        );
         let r = tokio::select! {
             r = flow => r,
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
@@ -305,6 +341,7 @@ async fn run(
     tars: Tars<'_>,
     progress: &Progress,
     fetched: &Path,
+    deps: Option<(&super::deps::Job, &Path)>,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<Artifacts> {
     for m in mounts(plan, pinned, true) {
@@ -341,8 +378,13 @@ async fn run(
         .as_ref()
         .and_then(|v| v.umask.clone())
         .unwrap_or_else(|| "022".into());
+    let restore = deps.and_then(|(j, _)| j.restore.as_ref()).and_then(|l| l.source.file());
+    let touch = match restore {
+        Some(_) => super::deps::touch_restored(TARGET_DIR, &plan.target, plan.profile_dir()),
+        None => String::new(),
+    };
     let script = format!(
-        "set -e\numask {umask}\n{}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+        "set -e\numask {umask}\n{}{touch}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
          cargo {} > {OUT_DIR}/metadata.json || {{ echo 'kiln: cargo metadata failed: the SBOM will list no crates' >&2; rm -f {OUT_DIR}/metadata.json; }}\n\
          if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
@@ -354,11 +396,8 @@ async fn run(
         plan.bin,
         plan.metadata_args().join(" "),
     );
-    let mut env = plan.base_env(CARGO_HOME, TARGET_DIR);
-    env.push(format!(
-        "CARGO_ENCODED_RUSTFLAGS={}",
-        plan.rustflags_for(&plan.src_dir(), CARGO_HOME).join("\x1f")
-    ));
+    let mut env = build_env(plan);
+    env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", rustflags(plan).join("\x1f")));
     phases.push(("compile.fetch", t.elapsed().as_secs_f64()));
     let t = std::time::Instant::now();
     let sp = progress.spinner("compiling (network off)");
@@ -368,6 +407,7 @@ async fn run(
         env,
         network: false,
         with_target: true,
+        restore: restore.map(Path::to_path_buf),
     };
     let (mut code, mut log) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
     sp.finish_and_clear();
@@ -415,6 +455,29 @@ async fn run(
     }
     let mut a = super::artifacts_from_tar(&tar_bytes, &plan.bin)?;
     phases.push(("compile.copy-out", t.elapsed().as_secs_f64()));
+    if restore.is_some() {
+        a.deps_cache = Some("restored");
+    }
+    if let Some((_, out)) = deps.filter(|(j, _)| j.export) {
+        let t = std::time::Instant::now();
+        let sp = progress.spinner("exporting the compiled dependencies");
+        // Without cargo's package list the path crates cannot be told apart:
+        // no layer rather than one that carries the workspace's own crates.
+        match a.metadata.as_deref().map(super::deps::path_crates) {
+            Some(Ok(pc)) => {
+                let (target, profile) = (plan.target.clone(), plan.profile_dir().to_string());
+                let keep = move |rel: &str| super::deps::keep(rel, &target, &profile, &pc);
+                match super::deps::export(docker, &id, TARGET_DIR, keep, out.to_path_buf()).await {
+                    Ok(info) => a.deps_layer = Some(info),
+                    Err(e) => progress.warn(&format!("could not export the compiled dependencies ({e})")),
+                }
+            }
+            Some(Err(e)) => progress.warn(&format!("could not export the compiled dependencies ({e})")),
+            None => progress.warn("no cargo metadata: the compiled dependencies are not exported"),
+        }
+        sp.finish_and_clear();
+        phases.push(("compile.deps-export", t.elapsed().as_secs_f64()));
+    }
     a.phases = phases;
     Ok(a)
 }
@@ -509,6 +572,7 @@ async fn fetch(
         env,
         network: true,
         with_target: false,
+        restore: None,
     };
     let (code, log) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
@@ -554,12 +618,24 @@ fn missing_crates(log: &str) -> bool {
     .any(|p| log.contains(p))
 }
 
+/// The build phase's environment (without RUSTFLAGS).
+fn build_env(plan: &Plan) -> Vec<String> {
+    plan.base_env(CARGO_HOME, TARGET_DIR)
+}
+
+/// The build phase's RUSTFLAGS.
+fn rustflags(plan: &Plan) -> Vec<String> {
+    plan.rustflags_for(&plan.src_dir(), CARGO_HOME)
+}
+
 struct Phase {
     name: &'static str,
     cmd: Vec<String>,
     env: Vec<String>,
     network: bool,
     with_target: bool,
+    /// A gzip tar to unpack into the target volume before the start.
+    restore: Option<std::path::PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -601,9 +677,21 @@ async fn run_phase(
         .map_err(engine_err("creating the build container"))?;
     created.lock().expect("container list").push(c.id.clone());
 
-    let file = tokio::fs::File::open(source_tar)
+    upload(docker, &c.id, source_tar, "/", "copying the source into the builder").await?;
+    if let Some(r) = &phase.restore {
+        // The engine unpacks it (gzip and all) into the volume.
+        upload(docker, &c.id, r, TARGET_DIR, "restoring the compiled dependencies").await?;
+    }
+    docker
+        .start_container(&c.id, None)
         .await
-        .map_err(Error::read(source_tar))?;
+        .map_err(engine_err("starting the build container"))?;
+    follow(docker, plan, phase, &c.id, bar).await
+}
+
+/// Streams a tar file (plain or compressed) into a container at `path`.
+async fn upload(docker: &Docker, id: &str, tar: &Path, path: &str, what: &str) -> Result<()> {
+    let file = tokio::fs::File::open(tar).await.map_err(Error::read(tar))?;
     let stream = futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 1 << 20];
@@ -616,23 +704,29 @@ async fn run_phase(
             Err(e) => Some((Err(e), f)),
         }
     });
-    let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+    let opts = UploadToContainerOptionsBuilder::default().path(path).build();
     docker
-        .upload_to_container(&c.id, Some(opts), bollard::body_try_stream(stream))
+        .upload_to_container(id, Some(opts), bollard::body_try_stream(stream))
         .await
-        .map_err(engine_err("copying the source into the builder"))?;
-    docker
-        .start_container(&c.id, None)
-        .await
-        .map_err(engine_err("starting the build container"))?;
+        .map_err(engine_err(what))
+}
 
+/// Follows a started phase to its end: its log (the tail kept for errors,
+/// progress from cargo's lines) and its exit code.
+async fn follow(
+    docker: &Docker,
+    plan: &Plan,
+    phase: &Phase,
+    id: &str,
+    bar: &indicatif::ProgressBar,
+) -> Result<(i64, String)> {
     let mut tail: VecDeque<String> = VecDeque::new();
     let opts = LogsOptionsBuilder::default()
         .follow(true)
         .stdout(true)
         .stderr(true)
         .build();
-    let mut logs = docker.logs(&c.id, Some(opts));
+    let mut logs = docker.logs(id, Some(opts));
     let mut partial = String::new();
     while let Some(item) = logs.next().await {
         let Ok(out) = item else { break };
@@ -657,7 +751,7 @@ async fn run_phase(
         tail.push_back(partial);
     }
     let mut code = 0;
-    let mut wait = docker.wait_container(&c.id, None);
+    let mut wait = docker.wait_container(id, None);
     while let Some(r) = wait.next().await {
         match r {
             Ok(w) => code = w.status_code,

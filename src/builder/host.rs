@@ -122,5 +122,7 @@ fn build(plan: &Plan, progress: &Progress) -> Result<Artifacts> {
         toolchain: format!("{toolchain} (host, not pinned)"),
         metadata,
         phases: Vec::new(),
+        deps_cache: None,
+        deps_layer: None,
     })
 }

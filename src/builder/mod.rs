@@ -6,6 +6,7 @@
 //! never knows how many destinations there are. An identical build is
 //! answered from the input-addressed cache without touching the engine.
 
+pub mod deps;
 pub mod docker;
 pub mod host;
 pub mod pin;
@@ -93,6 +94,10 @@ pub struct Artifacts {
     pub metadata: Option<Vec<u8>>,
     /// Where the compile's time went (`--json` timings `compile.*`).
     pub phases: Vec<(&'static str, f64)>,
+    /// What the registry cache's dependency layer did: `restored`, `stored`.
+    pub deps_cache: Option<&'static str>,
+    /// The dependency layer exported after the build, to be stored.
+    pub deps_layer: Option<crate::layer::LayerInfo>,
 }
 
 /// Reads the builder's out dir (as a tar from the archive API).
@@ -149,6 +154,8 @@ pub(crate) fn artifacts_from_tar(tar_bytes: &[u8], bin: &str) -> Result<Artifact
         toolchain,
         metadata,
         phases: Vec::new(),
+        deps_cache: None,
+        deps_layer: None,
     })
 }
 
@@ -191,6 +198,9 @@ pub struct BuildResult {
     pub cache_source: Option<&'static str>,
     /// The registry cache entry a hit came from (`REPO@DIGEST`), for the provenance.
     pub cache_entry: Option<String>,
+    /// What the registry cache's compiled-dependencies layer did for a
+    /// miss: `restored` into a new target volume, or `stored` after it.
+    pub deps_cache: Option<&'static str>,
     pub lock_state: LockState,
     pub toolchain: String,
     pub toolchain_pinned: bool,
@@ -405,6 +415,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
         (None, None) => None,
     };
     let toolchain_pinned = plan.backend == Backend::Docker;
+    let mut deps_cache = None;
     let (image, cache_hit, toolchain, crates) = match cached {
         Some((img, crates)) => (img, true, String::from("(cached)"), crates),
         None => {
@@ -416,6 +427,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
             let artifacts = builder.compile(&plan, &source_tree)?;
             timings.push(("compile", t.elapsed().as_secs_f64()));
             timings.extend(artifacts.phases.iter().copied());
+            deps_cache = artifacts.deps_cache;
             let t = Instant::now();
             let image = assemble_image(ctx, &plan, &artifacts)?;
             timings.push(("assemble", t.elapsed().as_secs_f64()));
@@ -456,6 +468,7 @@ pub fn build(ctx: &Context, req: &BuildRequest) -> Result<BuildResult> {
         cache_hit,
         cache_source,
         cache_entry,
+        deps_cache,
         lock_state,
         toolchain,
         toolchain_pinned,

@@ -129,6 +129,9 @@ struct Report<'a> {
     /// Where a hit came from: `local` or `registry`.
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_source: Option<&'static str>,
+    /// The registry cache's compiled dependencies: `restored` or `stored`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deps_cache: Option<&'static str>,
     lock: LockState,
     backend: Backend,
     builder: &'a Option<builder::PinnedImage>,
@@ -361,6 +364,7 @@ pub fn run(ctx: &Context, a: Args, json: bool, quiet: bool) -> anyhow::Result<u8
             } else {
                 None
             },
+            deps_cache: all.builds.iter().find_map(|b| b.deps_cache),
             lock: all.lock_state(),
             backend: r.plan.backend,
             builder: &r.plan.builder,

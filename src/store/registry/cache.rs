@@ -70,7 +70,15 @@ pub fn exists(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<bool> 
 }
 
 fn entry_manifest(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<Option<Bytes>> {
-    let t = tag(key);
+    manifest_by_tag(ctx, cache, &tag(key))
+}
+
+/// Whether the cache has a compiled-dependencies entry for `key`.
+pub fn deps_exist(ctx: &Context, cache: &RemoteCache, key: &Digest) -> Result<bool> {
+    Ok(manifest_by_tag(ctx, cache, &deps_tag(key))?.is_some())
+}
+
+fn manifest_by_tag(ctx: &Context, cache: &RemoteCache, t: &str) -> Result<Option<Bytes>> {
     let rt = crate::store::daemon::runtime()?;
     rt.block_on(async {
         let client = super::client::Client::connect(&cache.repo, &ctx.registry).await?;
@@ -157,4 +165,103 @@ pub fn store(ctx: &Context, cache: &RemoteCache, key: &Digest, image: &Image, cr
         Ok::<_, Error>(())
     })?;
     Ok(())
+}
+
+/// The label (and its value) on a compiled-dependencies entry's config.
+pub const DEPS_LABEL: (&str, &str) = ("dev.kiln.cache", "cargo-target-v1");
+
+/// The most a compiled-dependencies layer may hold (stored bytes).
+pub const MAX_DEPS: u64 = 16 << 30;
+
+/// The tag of the compiled-dependencies entry for `key` (see
+/// [`crate::builder::deps`]): an image for the build's platform whose one
+/// layer is the target directory's dependency artifacts.
+pub fn deps_tag(key: &Digest) -> String {
+    format!("kiln-deps-{}", key.hex())
+}
+
+/// The compiled-dependencies layer for `key`, verified by digest into the
+/// content store; None when the cache has no entry for it.
+pub fn lookup_deps(
+    ctx: &Context,
+    cache: &RemoteCache,
+    key: &Digest,
+    platform: &oci::Platform,
+) -> Result<Option<crate::image::Layer>> {
+    let t = deps_tag(key);
+    let at = format!("{}:{t}", cache.repo);
+    let Some(manifest) = manifest_by_tag(ctx, cache, &t)? else {
+        return Ok(None);
+    };
+    // Checked before any layer byte is fetched: the size bound and the shape.
+    let m: oci::Manifest =
+        serde_json::from_slice(&manifest).map_err(|e| Error::format(&at, format!("not an OCI manifest: {e}")))?;
+    match m.layers.as_slice() {
+        [l] if l.size <= MAX_DEPS => {}
+        [l] => {
+            return Err(Error::format(
+                &at,
+                format!("a dependency layer of {} bytes (limit {MAX_DEPS})", l.size),
+            ));
+        }
+        _ => return Err(Error::format(&at, "not a kiln dependency entry (it has not one layer)")),
+    }
+    let image = super::pull::pull(ctx, &cache.repo.by_digest(&Digest::of(&manifest)), None)?;
+    let labels = image
+        .config()
+        .config
+        .as_ref()
+        .map(|c| c.labels.clone())
+        .unwrap_or_default();
+    if labels.get(DEPS_LABEL.0).map(String::as_str) != Some(DEPS_LABEL.1) {
+        return Err(Error::format(&at, "not a kiln dependency entry (its label differs)"));
+    }
+    if &image.platform() != platform {
+        return Err(Error::format(
+            &at,
+            format!("built for {}, not {platform}", image.platform()),
+        ));
+    }
+    Ok(image.layers().first().cloned())
+}
+
+/// Writes the compiled-dependencies entry for `key`: the layer and a
+/// config by digest, then the tag.
+pub fn store_deps(
+    ctx: &Context,
+    cache: &RemoteCache,
+    key: &Digest,
+    layer: crate::image::Layer,
+    platform: &oci::Platform,
+) -> Result<Option<Digest>> {
+    if cache.mode != Mode::ReadWrite {
+        return Ok(None);
+    }
+    let mut config = crate::image::scratch_config(platform, Timestamp(0));
+    config
+        .config
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert(DEPS_LABEL.0.into(), DEPS_LABEL.1.into());
+    crate::image::push_history(&mut config, Timestamp(0), "kiln build: compiled dependencies");
+    let image = Image::new(config, vec![layer], Default::default())?;
+    // By digest, then the tag by a bare manifest PUT: a cache tag is not a
+    // release, so it gets no release history.
+    super::push::push(ctx, &image, &cache.repo.by_digest(image.digest()), &[])?;
+    let rt = crate::store::daemon::runtime()?;
+    let locations = Locations::new(&ctx.cache);
+    rt.block_on(async {
+        let s = Session::connect(ctx, &cache.repo, &locations).await?;
+        put_manifest(
+            &s.client,
+            &s.repo,
+            &s.scopes,
+            &deps_tag(key),
+            oci::MEDIA_TYPE_MANIFEST,
+            &Bytes::copy_from_slice(image.manifest_bytes()),
+            image.digest(),
+        )
+        .await
+    })?;
+    Ok(Some(image.digest().clone()))
 }
