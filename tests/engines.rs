@@ -3,6 +3,8 @@
 //! made here), reached through DOCKER_HOST + DOCKER_TLS_VERIFY +
 //! DOCKER_CERT_PATH and through a Docker context. The build there gives the
 //! same digest as on the local socket; wrong certificates give a clear error.
+//! Also the registry build cache: hits without an engine, and the compiled
+//! dependencies restored on a fresh runner, byte-identical to a cold build.
 
 mod common;
 
@@ -470,4 +472,125 @@ fn a_registry_cache_hit_needs_no_engine_and_read_mode_never_writes() {
     let changed = build_digest(&sb, &project, "cache-c", &[], &["--cache-mode", "read"]);
     assert_ne!(changed, a);
     assert_eq!(tags(), written, "a read-only build wrote the cache");
+}
+
+/// The kiln target volumes the local engine has.
+fn target_volumes() -> std::collections::BTreeSet<String> {
+    let out = ok(Command::new("docker").args(["volume", "ls", "-q", "--filter", "label=dev.kiln.owner=cache"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|v| v.starts_with("kiln-target-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_fresh_runner_restores_compiled_dependencies_and_builds_the_same_bytes() {
+    require_engine();
+    let sb = Sandbox::new();
+    let project = copy_project(&repo().join("examples/with-deps"), &sb.join("with-deps"));
+    // A package name of its own: its target volumes are new to this engine,
+    // as on a fresh runner (the crate-source volume is shared, as a runner's
+    // fetch would be).
+    let name = unique("deps-cache").replace('/', "-");
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        let p = project.join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.matches("name = \"with-deps\"").count(), 1, "{f}");
+        std::fs::write(&p, text.replace("name = \"with-deps\"", &format!("name = \"{name}\""))).unwrap();
+    }
+    let cache = format!("{}/{}", dev_env()["KILN_REGISTRY"], unique("kiln-test/deps-cache"));
+    let before = target_volumes();
+    let build = |dir: &str, extra: &[&str]| -> (serde_json::Value, String) {
+        let mut c = sb.kiln();
+        c.current_dir(&project)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("KILN_CACHE_DIR", sb.join(dir))
+            .args(["build", "--json", "--verbose", "--builder", &builder(), "--out"])
+            .arg(format!("oci:{}", sb.join(format!("out-{dir}")).display()))
+            .args(extra);
+        let out = ok(&mut c);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["cache"], "miss", "{r}");
+        (r, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let compiled = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.trim().strip_prefix("Compiling "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+
+    // Machine A writes the cache: the image entry and the dependency layer.
+    let (a, log) = build("a", &["--cache", &cache]);
+    assert_eq!(a["deps_cache"], "stored", "{a}");
+    assert!(
+        compiled(&log).contains(&"serde".to_string()),
+        "a cold build compiles the dependencies"
+    );
+    let tags = ok(Command::new("skopeo").args(["list-tags", "--tls-verify=false", &format!("docker://{cache}")]));
+    let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+    let tags: Vec<&str> = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let deps_tag = tags
+        .iter()
+        .find(|t| t.starts_with("kiln-deps-"))
+        .expect("a dependency entry");
+    assert_eq!(
+        tags.len(),
+        2,
+        "an image entry and a dependency entry, no release history: {tags:?}"
+    );
+    let raw = ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{cache}:{deps_tag}"),
+    ]));
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 1, "{m}");
+
+    // A one-line change in the package.
+    let main = project.join("src/main.rs");
+    let src = std::fs::read_to_string(&main).unwrap();
+    let changed = src.replacen("hello from kiln", "hello again from kiln", 1);
+    assert_ne!(changed, src, "the fixture's one line to change");
+    std::fs::write(&main, changed).unwrap();
+
+    // Machine B: an empty local cache and a target volume it never had.
+    let (b, log) = build("b", &["--cache", &cache, "--cache-mode", "read"]);
+    assert_eq!(b["deps_cache"], "restored", "{b}");
+    assert_eq!(
+        compiled(&log),
+        vec![name.clone()],
+        "only the package compiles after the restore"
+    );
+    // The same bytes as a cold build with no cache at all.
+    let (cold, log) = build("cold", &["--fresh"]);
+    assert!(compiled(&log).len() > 10, "the cold build compiles everything");
+    assert_eq!(
+        b["digest"], cold["digest"],
+        "a restored dependency layer changed the image"
+    );
+    assert_ne!(b["digest"], a["digest"]);
+
+    // B again, warm: its own volume wins over the layer; read mode never writes.
+    std::fs::write(&main, src.replacen("hello from kiln", "hello once more from kiln", 1)).unwrap();
+    let (again, _) = build("b", &["--cache", &cache, "--cache-mode", "read"]);
+    assert!(again.get("deps_cache").is_none(), "{again}");
+    let after = ok(Command::new("skopeo").args(["list-tags", "--tls-verify=false", &format!("docker://{cache}")]));
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(
+        after["Tags"].as_array().unwrap().len(),
+        2,
+        "a read-only build wrote the cache"
+    );
+
+    for v in target_volumes().difference(&before) {
+        let _ = Command::new("docker").args(["volume", "rm", v]).output();
+    }
 }
