@@ -5,8 +5,8 @@
 # no engine reachable at all) with a warm registry cache: the hit. Also the
 # bytes one entry adds to the registry, and the fleet simulation
 # (scripts/fleet-sim.py) over these numbers. Writes the "cache" section of
-# BENCHMARKS.md. Not measured here: BuildKit --cache-from and the
-# dependency layer (not built yet).
+# BENCHMARKS.md. The dependency layer and BuildKit --cache-from are
+# measured on ripgrep by scripts/bench-fleet.sh.
 #   scripts/bench-cache.sh        (RUNS=N for more runs; median reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,9 +57,9 @@ $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), RUNS=$RUNS (median),
 | fresh runner, warm registry cache: \`kiln build --cache REF --cache-mode read\`, empty local cache, **no engine reachable** | $(secs "$hit_s") | $(awk -v a="$hit_s" -v b="$cold_s" 'BEGIN { printf "%.4f", a / b }')× (goal ≤ 0.05×) |
 
 One entry adds $entry_bytes bytes to the registry (the image's blobs and manifest, the entry manifest,
-the crate list). A one-line change is a new key: on a fresh runner it is a full cold build (the
-dependency layer that would make it ≤ 0.3× is not built yet), so that row and the BuildKit
-\`--cache-from\` peer are not measured.
+the crate list). A one-line change is a new key; on a fresh runner the compiled-dependencies layer
+makes it a build of the package alone: that row, with the BuildKit \`--cache-from\` peer, is measured on
+ripgrep in the fleet section (\`scripts/bench-fleet.sh\`).
 
 ### A fleet on paper (\`scripts/fleet-sim.py\`, over the figures above)
 
@@ -69,7 +69,7 @@ Keys are the input keys of kiln's local cache (kiln version, format, plan inputs
 every job of a pipeline after the first, on any runner, hits; per-runner caches rarely do when
 runners are recycled daily. Storage grows with one entry per built commit; a GC that deletes
 \`kiln-cache-*\` tags beyond the last K per service (then the registry's own garbage collection)
-bounds it at services × K × entry. kiln does not delete tags yet: use the registry's tag API or
-retention policy on the \`kiln-cache-\` prefix.
+bounds it at services × K × entry: \`kiln cache prune REPO --keep K\` (a scheduled job), then the
+registry's blob GC.
 <!-- cache:end -->"
 echo "bench: cold ${cold_s}s, fresh-runner hit ${hit_s}s, entry ${entry_bytes} bytes" >&2

@@ -15,10 +15,17 @@ Model (deliberately simple, stated so it can be argued with):
   R days);
 - each entry stores one image (its layers differ from the previous
   commit's: the binary changed) plus the crate list;
-- GC keeps the entries of the last K commits of each service and deletes
-  older `kiln-cache-*` tags (and the blobs only they reference).
+- with --edit (seconds of a fresh runner's build that restores the
+  compiled-dependencies layer): a miss costs --edit instead of --cold when
+  the service's dependency layer is in the registry; a commit changes
+  Cargo.lock with probability --lock-change (a new dependency key: its
+  first build is cold and writes a layer of --deps-mb);
+- GC keeps the entries of the last K commits of each service (and the
+  last --keep-deps dependency layers) and deletes older `kiln-cache-*`
+  and `kiln-deps-*` tags (and the blobs only they reference).
 
-  scripts/fleet-sim.py --runners 40 --services 25 --cold 44.0 --hit 0.6 --entry-mb 0.9
+  scripts/fleet-sim.py --runners 40 --services 25 --cold 44.0 --hit 0.6 --entry-mb 0.9 \
+      [--edit 7.0 --deps-mb 23]
 """
 import argparse
 import math
@@ -35,10 +42,13 @@ def poisson(rng, lam):
         k += 1
 
 
-def simulate(a, registry):
+def simulate(a, registry, deps=False):
     rng = random.Random(a.seed)
     local = [dict() for _ in range(a.runners)]  # runner -> key -> day built
     stored = []  # (day, service, key, size) of registry entries
+    layers = []  # (service, size) of dependency layers
+    lock = {}  # service -> its Cargo.lock's generation
+    has_layer = set()  # (service, generation) with a layer in the registry
     builds = hits = 0
     seconds = 0.0
     for day in range(a.days):
@@ -47,6 +57,9 @@ def simulate(a, registry):
         for s in range(a.services):
             for c in range(poisson(rng, a.commits)):
                 key = (s, day, c)
+                if rng.random() < a.lock_change:
+                    lock[s] = lock.get(s, 0) + 1
+                gen = (s, lock.get(s, 0))
                 in_registry = False
                 for _ in range(a.jobs):
                     r = rng.randrange(a.runners)
@@ -55,12 +68,18 @@ def simulate(a, registry):
                         hits += 1
                         seconds += a.hit
                     else:
-                        seconds += a.cold
+                        if deps and gen in has_layer:
+                            seconds += a.edit
+                        else:
+                            seconds += a.cold
+                            if deps:
+                                has_layer.add(gen)
+                                layers.append((s, a.deps_mb))
                         if registry:
                             in_registry = True
                             stored.append((day, s, key, a.entry_mb))
                     local[r][key] = day
-    return builds, hits, seconds, stored
+    return builds, hits, seconds, stored, layers
 
 
 def storage(stored, keep):
@@ -84,20 +103,44 @@ def main():
     p.add_argument("--cold", type=float, required=True, help="seconds of a cold build (measured)")
     p.add_argument("--hit", type=float, required=True, help="seconds of a registry hit (measured)")
     p.add_argument("--entry-mb", type=float, required=True, help="MB one cache entry adds (measured)")
+    p.add_argument("--edit", type=float, help="seconds of a miss that restores the dependency layer (measured)")
+    p.add_argument("--deps-mb", type=float, default=0.0, help="MB of one dependency layer (measured)")
+    p.add_argument("--lock-change", type=float, default=0.05, help="share of commits that change Cargo.lock")
     p.add_argument("--keep", type=int, default=20, help="GC: entries kept per service")
+    p.add_argument("--keep-deps", type=int, default=2, help="GC: dependency layers kept per service")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
-    lb, lh, ls, _ = simulate(a, registry=False)
-    rb, rh, rs, stored = simulate(a, registry=True)
+    lb, lh, ls, _, _ = simulate(a, registry=False)
+    rb, rh, rs, stored, _ = simulate(a, registry=True)
+    cols = ["local caches only", "registry cache"]
+    if a.edit is not None:
+        db, dh, ds, dstored, layers = simulate(a, registry=True, deps=True)
+        cols.append("registry cache + dependency layer")
     print(f"| {a.runners} runners, {a.services} services, {a.days} days, {a.commits:g} commits/service/day, "
-          f"{a.jobs} jobs/commit | local caches only | registry cache |")
-    print("| --- | --- | --- |")
-    print(f"| builds that needed the image | {lb} | {rb} |")
-    print(f"| hit rate | {100 * lh / lb:.1f}% | {100 * rh / rb:.1f}% |")
-    print(f"| build time spent (runner-hours) | {ls / 3600:.1f} | {rs / 3600:.1f} ({rs / ls:.2f}×) |")
-    print(f"| cache entries written | – | {len(stored)} |")
-    print(f"| registry storage after {a.days} days, no GC | – | {storage(stored, None) / 1024:.2f} GB |")
-    print(f"| … with GC keeping {a.keep} entries per service | – | {storage(stored, a.keep) / 1024:.3f} GB (bounded: services × keep × entry) |")
+          f"{a.jobs} jobs/commit | " + " | ".join(cols) + " |")
+    print("| --- |" + " --- |" * len(cols))
+    gb = lambda mb: mb / 1024
+    rows = [
+        ("builds that needed the image", [f"{lb}", f"{rb}"], f"{db}" if a.edit is not None else None),
+        ("hit rate", [f"{100 * lh / lb:.1f}%", f"{100 * rh / rb:.1f}%"], f"{100 * dh / db:.1f}%" if a.edit is not None else None),
+        ("build time spent (runner-hours)", [f"{ls / 3600:.1f}", f"{rs / 3600:.1f} ({rs / ls:.2f}×)"],
+         f"{ds / 3600:.1f} ({ds / ls:.2f}×)" if a.edit is not None else None),
+        ("cache entries written", ["–", f"{len(stored)}"], f"{len(dstored)} + {len(layers)} dependency layers" if a.edit is not None else None),
+        (f"registry storage after {a.days} days, no GC", ["–", f"{gb(storage(stored, None)):.2f} GB"],
+         f"{gb(storage(dstored, None) + sum(l[1] for l in layers)):.2f} GB" if a.edit is not None else None),
+    ]
+    if a.edit is not None:
+        kept_layers = 0.0
+        by = {}
+        for l in layers:
+            by.setdefault(l[0], []).append(l[1])
+        kept_layers = sum(sum(v[-a.keep_deps:]) for v in by.values())
+    kept = f"{a.keep} entries" + (f" (and {a.keep_deps} dependency layers)" if a.edit is not None else "")
+    rows.append((f"… with GC keeping {kept} per service",
+                 ["–", f"{gb(storage(stored, a.keep)):.3f} GB"],
+                 f"{gb(storage(dstored, a.keep) + kept_layers):.3f} GB" if a.edit is not None else None))
+    for name, vals, extra in rows:
+        print(f"| {name} | " + " | ".join(vals + ([extra] if extra is not None else [])) + " |")
 
 
 if __name__ == "__main__":

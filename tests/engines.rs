@@ -594,3 +594,125 @@ fn a_fresh_runner_restores_compiled_dependencies_and_builds_the_same_bytes() {
         let _ = Command::new("docker").args(["volume", "rm", v]).output();
     }
 }
+
+#[test]
+fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
+    require_engine();
+    let sb = Sandbox::new();
+    let project = copy_project(&repo().join("examples/hello-http"), &sb.join("hello-http"));
+    let cache = format!("{}/{}", dev_env()["KILN_REGISTRY"], unique("kiln-test/prune-cache"));
+    let tags = || -> Vec<String> {
+        let out = ok(Command::new("skopeo").args(["list-tags", "--tls-verify=false", &format!("docker://{cache}")]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut t: Vec<String> = v["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let exists = |digest: &str| {
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{cache}@{digest}"),
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // Three commits, three entries, one second apart (entries are dated in seconds).
+    let main = project.join("src/main.rs");
+    let src = std::fs::read_to_string(&main).unwrap();
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        std::fs::write(&main, src.replace("hello from kiln", &format!("hello {i} from kiln"))).unwrap();
+        digests.push(build_digest(
+            &sb,
+            &project,
+            &format!("cache-{i}"),
+            &[],
+            &["--cache", &cache],
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // The oldest image is also a release: a tag outside the cache names it.
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{cache}@{}", digests[0]),
+        &format!("docker://{cache}:release"),
+    ]));
+    let before = tags();
+    let entries: Vec<&String> = before.iter().filter(|t| t.starts_with("kiln-cache-")).collect();
+    assert_eq!(entries.len(), 3, "{before:?}");
+    assert_eq!(
+        before.iter().filter(|t| t.starts_with("kiln-deps-")).count(),
+        1,
+        "{before:?}"
+    );
+
+    let prune = |extra: &[&str]| -> serde_json::Value {
+        let out = ok(sb
+            .kiln()
+            .args(["--json", "cache", "prune", &cache, "--keep", "1"])
+            .args(extra));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dry = prune(&["--dry-run"]);
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(tags(), before, "a dry run deleted something");
+    let r = prune(&[]);
+    assert_eq!(r["deleted"], dry["deleted"], "{r}");
+    // The newest entry and the dependency layer stay; so does the release.
+    let after = tags();
+    assert_eq!(
+        after.iter().filter(|t| t.starts_with("kiln-cache-")).count(),
+        1,
+        "{after:?}"
+    );
+    assert!(after.iter().any(|t| t.starts_with("kiln-deps-")), "{after:?}");
+    assert!(after.contains(&"release".to_string()), "{after:?}");
+    assert_eq!(
+        r["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["tag"].as_str().unwrap().starts_with("kiln-cache-"))
+            .unwrap()["subject"],
+        digests[2].as_str()
+    );
+    // The middle image went with its entry; the oldest is still a release.
+    assert_eq!(r["deleted_images"], serde_json::json!([digests[1]]), "{r}");
+    assert!(!exists(&digests[1]));
+    assert!(exists(&digests[0]) && exists(&digests[2]));
+    // The kept entry still answers a fresh runner with no engine.
+    let mut c = sb.kiln();
+    c.current_dir(&project)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_CACHE_DIR", sb.join("cache-fresh"))
+        .env("DOCKER_HOST", format!("unix://{}", sb.join("no-engine.sock").display()))
+        .args([
+            "build",
+            "--json",
+            "--builder",
+            &builder(),
+            "--cache",
+            &cache,
+            "--cache-mode",
+            "read",
+        ]);
+    let out = ok(&mut c);
+    let hit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hit["cache_source"], "registry", "{hit}");
+    assert_eq!(hit["digest"], digests[2].as_str());
+    // Pruning again deletes nothing.
+    let again = prune(&[]);
+    assert!(again["deleted"].as_array().unwrap().is_empty(), "{again}");
+}

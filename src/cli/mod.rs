@@ -36,6 +36,7 @@ pub fn stdout_failed(e: std::io::Error) {
 
 mod assemble;
 mod build;
+mod cache;
 mod check;
 mod completions;
 mod diff;
@@ -124,6 +125,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Point a tag back at an earlier release, byte for byte, and record it.
     Rollback(history::RollbackArgs),
+    /// Manage a registry build cache (`kiln cache prune REPO`).
+    Cache(cache::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff) for kiln or one subcommand.
@@ -277,6 +280,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::VerifySignature(a) => registries_of([&a.image]),
         Command::History(a) => registries_of([&a.image]),
         Command::Rollback(a) => registries_of([&a.image]),
+        Command::Cache(a) => match &a.action {
+            cache::Action::Prune(p) => registries_of([&p.repo]),
+        },
         Command::Diff(a) => registries_of([&a.a, &a.b]),
         Command::Assemble(a) => registries_of(std::iter::once(&a.from).chain(&a.outs)),
         Command::Index(a) => registries_of(a.images.iter().chain(&a.outs)),
@@ -297,6 +303,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::GenerateKeyPair(a) => sign::run_keygen(a, quiet),
         Command::History(a) => history::run_history(&ctx, a, json),
         Command::Rollback(a) => history::run_rollback(&ctx, a, json, quiet),
+        Command::Cache(a) => cache::run(&ctx, a, json, quiet),
         Command::Scan(a) => scan::run(&ctx, a, json, quiet),
         Command::Check(a) => check::run(&ctx, a, json, quiet),
         Command::Verify(a) => verify::run(&ctx, a, json),

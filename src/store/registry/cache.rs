@@ -26,9 +26,21 @@ use crate::{Error, Result};
 /// What a cache entry is.
 pub const ARTIFACT_TYPE: &str = "application/vnd.dev.kiln.build-cache.v1+json";
 
+/// How image entries' tags begin.
+pub const ENTRY_PREFIX: &str = "kiln-cache-";
+
+/// How compiled-dependencies entries' tags begin.
+pub const DEPS_PREFIX: &str = "kiln-deps-";
+
 /// The tag of the entry for `key`.
 pub fn tag(key: &Digest) -> String {
-    format!("kiln-cache-{}", key.hex())
+    format!("{ENTRY_PREFIX}{}", key.hex())
+}
+
+/// When an entry is stored (wall clock: what `kiln cache prune` orders by;
+/// an entry's bytes are not part of any image).
+fn stored_at() -> Timestamp {
+    Timestamp::at(std::time::SystemTime::now())
 }
 
 /// Whether runners may write the cache or only read it.
@@ -143,7 +155,7 @@ pub fn store(ctx: &Context, cache: &RemoteCache, key: &Digest, image: &Image, cr
         ARTIFACT_TYPE,
         &image.manifest_descriptor(),
         crates.to_vec(),
-        Timestamp(0),
+        stored_at(),
     );
     let rt = crate::store::daemon::runtime()?;
     let locations = Locations::new(&ctx.cache);
@@ -177,7 +189,7 @@ pub const MAX_DEPS: u64 = 16 << 30;
 /// [`crate::builder::deps`]): an image for the build's platform whose one
 /// layer is the target directory's dependency artifacts.
 pub fn deps_tag(key: &Digest) -> String {
-    format!("kiln-deps-{}", key.hex())
+    format!("{DEPS_PREFIX}{}", key.hex())
 }
 
 /// The compiled-dependencies layer for `key`, verified by digest into the
@@ -244,7 +256,8 @@ pub fn store_deps(
         .labels
         .insert(DEPS_LABEL.0.into(), DEPS_LABEL.1.into());
     crate::image::push_history(&mut config, Timestamp(0), "kiln build: compiled dependencies");
-    let image = Image::new(config, vec![layer], Default::default())?;
+    let created = [(crate::attest::ANNOTATION_CREATED.to_string(), stored_at().rfc3339())].into();
+    let image = Image::new(config, vec![layer], created)?;
     // By digest, then the tag by a bare manifest PUT: a cache tag is not a
     // release, so it gets no release history.
     super::push::push(ctx, &image, &cache.repo.by_digest(image.digest()), &[])?;

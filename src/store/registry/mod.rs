@@ -16,6 +16,7 @@ pub mod client;
 pub mod history;
 pub mod locations;
 pub mod mirrors;
+pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod referrers;
