@@ -57,6 +57,10 @@ PY
 # bench_setup NAME: brings the dev environment up, sources its env file,
 # builds kiln in release; sets $kiln and a scratch $work removed on exit.
 bench_setup() {
+    # One benchmark at a time: two would share the CPU, and each one's
+    # cleanup removes the other's containers and volumes.
+    exec 8>/var/tmp/kiln-bench.lock
+    flock -n 8 || { echo "bench: another benchmark is running (/var/tmp/kiln-bench.lock)" >&2; exit 1; }
     scripts/dev-env.sh up >/dev/null 2>&1 || scripts/dev-env.sh up
     . "${KILN_DEV_STATE:-$HOME/.cache/kiln-dev}/env"
     cargo build --release --locked --quiet
