@@ -590,8 +590,25 @@ fn a_fresh_runner_restores_compiled_dependencies_and_builds_the_same_bytes() {
         "a read-only build wrote the cache"
     );
 
+    // Only this test's volumes: those holding its package's fingerprints
+    // (another test may have made a volume meanwhile).
     for v in target_volumes().difference(&before) {
-        let _ = Command::new("docker").args(["volume", "rm", v]).output();
+        let out = ok(Command::new("docker").args(["volume", "inspect", "-f", "{{.Mountpoint}}", v]));
+        let mount = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let has = |dir: PathBuf| {
+            std::fs::read_dir(dir.join("release/.fingerprint"))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
+                })
+                .unwrap_or(false)
+        };
+        let ours = std::fs::read_dir(&mount)
+            .map(|d| d.flatten().any(|e| has(e.path())))
+            .unwrap_or(false);
+        if ours {
+            let _ = Command::new("docker").args(["volume", "rm", v]).output();
+        }
     }
 }
 

@@ -357,22 +357,9 @@ async fn run(
             .map_err(engine_err(&format!("creating cache volume {name}")))?;
     }
 
-    // Phase 1: fetch, with network. Skipped when this cargo-home volume
-    // already fetched this exact Cargo.lock (a marker on the host); if the
-    // offline build then misses a crate anyway, kiln fetches and retries.
-    let marker = fetch_marker(plan, pinned, fetched);
-    let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
-    let mut phases = Vec::new();
-    let t = std::time::Instant::now();
-    if !skipped_fetch {
-        fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
-        if let Some(m) = &marker {
-            let _ = std::fs::create_dir_all(m.parent().expect("marker has a parent"));
-            let _ = std::fs::write(m, b"");
-        }
-    }
-
-    // Phase 2: build, no network.
+    // Phase 2 (build, no network) is defined first: its container is
+    // created and filled (source, a dependency layer to restore) while
+    // phase 1 runs.
     let umask = plan
         .variation
         .as_ref()
@@ -398,9 +385,6 @@ async fn run(
     );
     let mut env = build_env(plan);
     env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", rustflags(plan).join("\x1f")));
-    phases.push(("compile.fetch", t.elapsed().as_secs_f64()));
-    let t = std::time::Instant::now();
-    let sp = progress.spinner("compiling (network off)");
     let build = Phase {
         name: "build",
         cmd: vec!["sh".into(), "-c".into(), script],
@@ -409,7 +393,32 @@ async fn run(
         with_target: true,
         restore: restore.map(Path::to_path_buf),
     };
-    let (mut code, mut log) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
+
+    // Phase 1: fetch, with network. Skipped when this cargo-home volume
+    // already fetched this exact Cargo.lock (a marker on the host); if the
+    // offline build then misses a crate anyway, kiln fetches and retries.
+    let marker = fetch_marker(plan, pinned, fetched);
+    let skipped_fetch = plan.fresh.is_none() && marker.as_ref().is_some_and(|m| m.exists());
+    let mut phases = Vec::new();
+    let t = std::time::Instant::now();
+    let fetching = async {
+        if !skipped_fetch {
+            fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
+            if let Some(m) = &marker {
+                let _ = std::fs::create_dir_all(m.parent().expect("marker has a parent"));
+                let _ = std::fs::write(m, b"");
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    let filling = create_phase(docker, plan, pinned, image, &build, tars.build, created.clone());
+    let (fetched_r, build_id) = tokio::join!(fetching, filling);
+    fetched_r?;
+    let mut id = build_id?;
+    phases.push(("compile.fetch", t.elapsed().as_secs_f64()));
+    let t = std::time::Instant::now();
+    let sp = progress.spinner("compiling (network off)");
+    let (mut code, mut log) = start_phase(docker, plan, &build, &id, &sp).await?;
     sp.finish_and_clear();
     if code != 0 && skipped_fetch && missing_crates(&log) {
         // The cache volume lost crates since the marker was written: fetch, then build again.
@@ -418,15 +427,9 @@ async fn run(
         }
         fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
         let sp = progress.spinner("compiling (network off)");
-        (code, log) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
+        (code, log, id) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
         sp.finish_and_clear();
     }
-    let id = created
-        .lock()
-        .expect("container list")
-        .last()
-        .cloned()
-        .expect("build container");
     if code != 0 {
         return Err(Error::Build {
             message: format!("the build failed in the builder (exit {code}); the compiler said:"),
@@ -574,7 +577,7 @@ async fn fetch(
         with_target: false,
         restore: None,
     };
-    let (code, log) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
+    let (code, log, _) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
     sp.finish_and_clear();
     if code == 3 {
         // target_setup's own exit: the builder lacks what the target needs.
@@ -638,6 +641,8 @@ struct Phase {
     restore: Option<std::path::PathBuf>,
 }
 
+/// Creates a phase's container, fills it and runs it to its end: its exit
+/// code, the tail of its log and its ID.
 #[allow(clippy::too_many_arguments)]
 async fn run_phase(
     docker: &Docker,
@@ -648,7 +653,23 @@ async fn run_phase(
     source_tar: &Path,
     bar: &indicatif::ProgressBar,
     created: Arc<Mutex<Vec<String>>>,
-) -> Result<(i64, String)> {
+) -> Result<(i64, String, String)> {
+    let id = create_phase(docker, plan, pinned, image, phase, source_tar, created).await?;
+    let (code, log) = start_phase(docker, plan, phase, &id, bar).await?;
+    Ok((code, log, id))
+}
+
+/// Creates a phase's container and uploads what it needs (the source, a
+/// dependency layer to restore), without starting it.
+async fn create_phase(
+    docker: &Docker,
+    plan: &Plan,
+    pinned: &PinnedImage,
+    image: &str,
+    phase: &Phase,
+    source_tar: &Path,
+    created: Arc<Mutex<Vec<String>>>,
+) -> Result<String> {
     let name = format!("kiln-{}-{}", phase.name, daemon::name_suffix());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
@@ -682,11 +703,22 @@ async fn run_phase(
         // The engine unpacks it (gzip and all) into the volume.
         upload(docker, &c.id, r, TARGET_DIR, "restoring the compiled dependencies").await?;
     }
+    Ok(c.id)
+}
+
+/// Starts a created phase and follows it to its end.
+async fn start_phase(
+    docker: &Docker,
+    plan: &Plan,
+    phase: &Phase,
+    id: &str,
+    bar: &indicatif::ProgressBar,
+) -> Result<(i64, String)> {
     docker
-        .start_container(&c.id, None)
+        .start_container(id, None)
         .await
         .map_err(engine_err("starting the build container"))?;
-    follow(docker, plan, phase, &c.id, bar).await
+    follow(docker, plan, phase, id, bar).await
 }
 
 /// Streams a tar file (plain or compressed) into a container at `path`.
