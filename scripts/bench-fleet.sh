@@ -133,6 +133,8 @@ for k in cold.kiln store.kiln hit.kiln edit.kiln cold.bk push.bk hit.bk edit.bk;
     t[$k]=$(grep -v '^$' "$work/$k" | median)
 done
 r() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+runs() { grep -v '^$' "$work/$1" | awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 }'; }
+per_run() { paste <(grep -v '^$' "$work/$1") <(grep -v '^$' "$work/$2") | awk '{ printf "%s%.3f×", (NR > 1 ? ", " : ""), $1 / $2 }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 sim=$(python3 scripts/fleet-sim.py --cold "${t[cold.kiln]}" --hit "${t[hit.kiln]}" --edit "${t[edit.kiln]}" \
     --entry-mb "$(mb "$image_bytes")" --deps-mb "$(mb "$deps_bytes")")
@@ -152,6 +154,11 @@ their own (the cargo-chef pattern by hand, in the script) so that \`--cache-from
 | writer, cold (kiln: \`--cache C\`, writing the image entry and the dependency layer) | $(secs "${t[cold.bk]}") (+ $(secs "${t[push.bk]}") push) | $(secs "${t[cold.kiln]}") (of which $(secs "${t[store.kiln]}") export and push) | $(ratio "${t[cold.kiln]}" "${t[cold.bk]}")× | 1.00× |
 | fresh runner, no change (\`--cache C --cache-mode read\` / \`--cache-from\`) | $(secs "${t[hit.bk]}") | $(secs "${t[hit.kiln]}") | $(r "${t[hit.kiln]}" "${t[hit.bk]}")× | $(r "${t[hit.kiln]}" "${t[cold.kiln]}")× (goal ≤ 0.05×) |
 | fresh runner, one-line change in the main crate | $(secs "${t[edit.bk]}") | $(secs "${t[edit.kiln]}") | $(r "${t[edit.kiln]}" "${t[edit.bk]}")× | $(r "${t[edit.kiln]}" "${t[cold.kiln]}")× (goal ≤ 0.3×) |
+
+Every run (seconds, in order): kiln cold $(runs cold.kiln), one-line $(runs edit.kiln), no-change
+$(runs hit.kiln); BuildKit cold $(runs cold.bk), one-line $(runs edit.bk), no-change $(runs hit.bk).
+Per run, kiln's one-line ÷ its own cold: $(per_run edit.kiln cold.kiln); ÷ BuildKit's one-line: $(per_run edit.kiln edit.bk).
+(The median of two runs is the lower.)
 
 Pushed to the registry: kiln's dependency layer $deps_bytes bytes (gzip; once per Cargo.lock, builder,
 target and flags), BuildKit's inline-cache image $bk_bytes bytes. The fresh runner's one-line build

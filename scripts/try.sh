@@ -7,7 +7,8 @@
 # image, scan it (will it start?), verify it rebuilds byte for byte under
 # varied conditions, push it to the local registry, then pull and run it from
 # there and ask it for a page; roll a tag back; run the deployment checklist
-# (kiln check) on examples/with-deps. Prints the image digest last.
+# (kiln check) on examples/with-deps; share a build cache through the
+# registry. Prints the image digest last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -39,6 +40,16 @@ grep -A3 'role = "builder"' kiln.lock >&2
 
 step "kiln build again: identical inputs are answered from kiln's cache, no engine needed"
 time "$kiln" build --quiet --out oci:target/kiln/image:latest >/dev/null
+
+cache="$KILN_REGISTRY/kiln-try/build-cache"
+step "a build cache shared through the registry ($cache): this machine fills it; a fresh runner (empty cache, no engine at all) gets the same image from it by digest; kiln cache prune keeps the newest entries"
+"$kiln" build --quiet --cache "$cache" --out oci:target/kiln/image:latest >/dev/null
+fresh=$(mktemp -d)
+hit=$(KILN_CACHE_DIR="$fresh/cache" DOCKER_HOST="unix://$fresh/no-engine.sock" "$kiln" build --quiet --cache "$cache" --cache-mode read --out "oci:$fresh/out:latest")
+[ "$hit" = "$digest" ] || { echo "cache: the fresh runner got $hit, expected $digest" >&2; exit 1; }
+echo "fresh runner, no engine: $hit" >&2
+"$kiln" cache prune --keep 5 "$cache"
+rm -rf "$fresh"
 
 step "kiln scan: will it start? (libraries, interpreter, user, CA bundle)"
 "$kiln" scan oci:target/kiln/image:latest

@@ -409,9 +409,15 @@ fn a_registry_cache_hit_needs_no_engine_and_read_mode_never_writes() {
     )
     .unwrap();
     let a = build_digest(&sb, &project, "cache-a", &[], &["--cache", &cache]);
-    let written = tags();
-    assert_eq!(written.len(), 1, "{written:?}");
+    let mut written = tags();
+    written.sort();
+    assert_eq!(
+        written.len(),
+        2,
+        "the image entry and the dependency layer: {written:?}"
+    );
     assert!(written[0].starts_with("kiln-cache-"), "{written:?}");
+    assert!(written[1].starts_with("kiln-deps-"), "{written:?}");
     // A project cannot make the runner write where it says.
     let mut c = sb.kiln();
     c.current_dir(&project).env("KILN_CACHE_DIR", sb.join("cache-x")).args([
@@ -471,7 +477,30 @@ fn a_registry_cache_hit_needs_no_engine_and_read_mode_never_writes() {
     std::fs::write(&main, src.replace("hello from kiln", "hello again from kiln")).unwrap();
     let changed = build_digest(&sb, &project, "cache-c", &[], &["--cache-mode", "read"]);
     assert_ne!(changed, a);
-    assert_eq!(tags(), written, "a read-only build wrote the cache");
+    let mut now = tags();
+    now.sort();
+    assert_eq!(now, written, "a read-only build wrote the cache");
+    remove_writer_volume(&cache);
+}
+
+/// Removes the target volume a cache writer of `cache` compiled in (named
+/// by the cache: `…-cache-writer-<sha256(cache)[..12]>`), so test runs
+/// leave none behind.
+fn remove_writer_volume(cache: &str) {
+    let suffix = format!("-cache-writer-{}", &sha256_hex(cache.as_bytes())[..12]);
+    let out = ok(Command::new("docker").args(["volume", "ls", "-q", "--filter", "label=dev.kiln.owner=cache"]));
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|v| v.ends_with(&suffix))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !names.is_empty(),
+        "no writer volume ending {suffix}: is the writer's volume keyed by its cache?"
+    );
+    for v in names {
+        let _ = Command::new("docker").args(["volume", "rm", &v]).output();
+    }
 }
 
 /// The kiln target volumes the local engine has.
@@ -613,7 +642,7 @@ fn a_fresh_runner_restores_compiled_dependencies_and_builds_the_same_bytes() {
 }
 
 #[test]
-fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
+fn cache_prune_keeps_the_newest_entries_and_deletes_images_only_in_a_cache_only_repository() {
     require_engine();
     let sb = Sandbox::new();
     let project = copy_project(&repo().join("examples/hello-http"), &sb.join("hello-http"));
@@ -630,6 +659,7 @@ fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
         t.sort();
         t
     };
+    let entries = |t: &[String]| t.iter().filter(|t| t.starts_with("kiln-cache-")).count();
     let exists = |digest: &str| {
         Command::new("skopeo")
             .args([
@@ -658,44 +688,56 @@ fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
         ));
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    // The oldest image is also a release: a tag outside the cache names it.
-    ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        &format!("docker://{cache}@{}", digests[0]),
-        &format!("docker://{cache}:release"),
-    ]));
     let before = tags();
-    let entries: Vec<&String> = before.iter().filter(|t| t.starts_with("kiln-cache-")).collect();
-    assert_eq!(entries.len(), 3, "{before:?}");
+    assert_eq!(entries(&before), 3, "{before:?}");
     assert_eq!(
         before.iter().filter(|t| t.starts_with("kiln-deps-")).count(),
         1,
         "{before:?}"
     );
-
-    let prune = |extra: &[&str]| -> serde_json::Value {
+    let prune = |keep: &str, extra: &[&str]| -> serde_json::Value {
         let out = ok(sb
             .kiln()
-            .args(["--json", "cache", "prune", &cache, "--keep", "1"])
+            .args(["--json", "cache", "prune", &cache, "--keep", keep])
             .args(extra));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let dry = prune(&["--dry-run"]);
-    assert_eq!(dry["deleted"].as_array().unwrap().len(), 2, "{dry}");
+
+    // A repository of cache entries only: the oldest entry goes with its image.
+    let dry = prune("2", &["--dry-run"]);
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["deleted"][0]["subject"], digests[0].as_str(), "{dry}");
+    assert_eq!(dry["deleted_images"], serde_json::json!([digests[0]]), "{dry}");
     assert_eq!(tags(), before, "a dry run deleted something");
-    let r = prune(&[]);
+    let r = prune("2", &[]);
     assert_eq!(r["deleted"], dry["deleted"], "{r}");
-    // The newest entry and the dependency layer stay; so does the release.
+    assert_eq!(entries(&tags()), 2);
+    assert!(!exists(&digests[0]), "the oldest entry's image is gone");
+    assert!(exists(&digests[1]) && exists(&digests[2]));
+
+    // The middle image is also a release: with another tag in the
+    // repository, entries go but no image does.
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{cache}@{}", digests[1]),
+        &format!("docker://{cache}:release"),
+    ]));
+    let r = prune("1", &[]);
+    assert_eq!(r["deleted"][0]["subject"], digests[1].as_str(), "{r}");
+    assert!(r["deleted_images"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["images_kept_because"].as_str().unwrap().contains("release"), "{r}");
     let after = tags();
-    assert_eq!(
-        after.iter().filter(|t| t.starts_with("kiln-cache-")).count(),
-        1,
+    assert_eq!(entries(&after), 1, "{after:?}");
+    assert!(
+        after.iter().any(|t| t.starts_with("kiln-deps-")),
+        "the dependency layer stays: {after:?}"
+    );
+    assert!(
+        after.contains(&"release".to_string()) && exists(&digests[1]),
         "{after:?}"
     );
-    assert!(after.iter().any(|t| t.starts_with("kiln-deps-")), "{after:?}");
-    assert!(after.contains(&"release".to_string()), "{after:?}");
     assert_eq!(
         r["kept"]
             .as_array()
@@ -705,10 +747,6 @@ fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
             .unwrap()["subject"],
         digests[2].as_str()
     );
-    // The middle image went with its entry; the oldest is still a release.
-    assert_eq!(r["deleted_images"], serde_json::json!([digests[1]]), "{r}");
-    assert!(!exists(&digests[1]));
-    assert!(exists(&digests[0]) && exists(&digests[2]));
     // The kept entry still answers a fresh runner with no engine.
     let mut c = sb.kiln();
     c.current_dir(&project)
@@ -730,6 +768,7 @@ fn cache_prune_keeps_the_newest_entries_and_images_something_still_names() {
     assert_eq!(hit["cache_source"], "registry", "{hit}");
     assert_eq!(hit["digest"], digests[2].as_str());
     // Pruning again deletes nothing.
-    let again = prune(&[]);
+    let again = prune("1", &[]);
     assert!(again["deleted"].as_array().unwrap().is_empty(), "{again}");
+    remove_writer_volume(&cache);
 }

@@ -46,7 +46,9 @@ pub fn key(plan: &Plan, pinned: &PinnedImage, env: &[String], rustflags: &[Strin
         "target": plan.target,
         "profile": plan.profile,
         "cargo": plan.build_args(),
-        "env": env,
+        // Not SOURCE_DATE_EPOCH (by default the commit's time: a new key per
+        // commit); cargo does not rebuild a dependency for it either.
+        "env": env.iter().filter(|e| !e.starts_with("SOURCE_DATE_EPOCH=")).collect::<Vec<_>>(),
         "rustflags": rustflags,
         "src": plan.src_dir(),
     });
@@ -125,19 +127,83 @@ pub fn prepare(ctx: &Context, plan: &Plan, pinned: &PinnedImage, env: &[String],
     })
 }
 
-/// Shell lines for the build phase after a restore: every restored file gets
-/// one mtime, now (whole seconds), so it is newer than the crate sources the
-/// fetch unpacked and older than the project sources kiln touches next.
-pub fn touch_restored(target_dir: &str, target: &str, profile: &str) -> String {
+/// The line the build script prints last when it put a restored layer in
+/// place (last: the log kiln keeps is its tail).
+pub const RESTORED: &str = "kiln: restored the compiled dependencies";
+
+/// The build script's last line: says [`RESTORED`] when the restore script set its mark.
+pub fn report_restored() -> String {
+    format!("if [ -n \"${{kiln_restored:-}}\" ]; then echo \"{RESTORED}\"; fi\n")
+}
+
+/// The staging directory (in the target volume) a restore is unpacked into.
+pub fn staging_dir(nonce: &str) -> String {
+    format!(".kiln-restore-{nonce}")
+}
+
+/// A tar of one directory entry, `dir/`.
+pub fn dir_tar(dir: &str) -> Result<Vec<u8>> {
+    small_tar(&format!("{dir}/"), tar::EntryType::Directory, 0o755)
+}
+
+/// A tar of the empty file `dir/.complete`: the mark that the layer arrived whole.
+pub fn complete_tar(dir: &str) -> Result<Vec<u8>> {
+    small_tar(&format!("{dir}/.complete"), tar::EntryType::Regular, 0o644)
+}
+
+fn small_tar(path: &str, kind: tar::EntryType, mode: u32) -> Result<Vec<u8>> {
+    let bad = |e: std::io::Error| Error::format("restore staging", e.to_string());
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_size(0);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_path(path).map_err(bad)?;
+    h.set_cksum();
+    b.append(&h, std::io::empty()).map_err(bad)?;
+    b.into_inner().map_err(bad)
+}
+
+/// Shell lines for the build phase, run under the target volume's lock:
+/// a restore that arrived whole is moved into place (only what is not
+/// there: a concurrent build of a new volume may have been first; renames,
+/// so no half-written file is ever where cargo looks), every restored file
+/// gets one mtime, now (whole seconds: newer than the crate sources the
+/// fetch unpacked, older than the project sources kiln touches next), and
+/// the staging directory goes, whole or not.
+pub fn restore_script(target_dir: &str, nonce: &str, target: &str, profile: &str) -> String {
+    let r = format!("{target_dir}/{}", staging_dir(nonce));
     format!(
-        "t=$(date +%s)
-find {target_dir}/{target}/{profile} {target_dir}/{profile} -exec touch -c -h -d @$t {{}} + 2>/dev/null || true
-"
+        r#"if [ -f "{r}/.complete" ]; then
+  rm -f "{r}/.complete"
+  for d in "{r}"/* "{r}"/{target}/*; do
+    case "$d" in "{r}/{target}") continue ;; esac
+    [ -e "$d" ] || continue
+    dest="{target_dir}/${{d#{r}/}}"
+    if [ ! -e "$dest" ]; then mkdir -p "$(dirname "$dest")" && mv "$d" "$dest"; fi
+  done
+  t=$(date +%s)
+  find {target_dir}/{target}/{profile} {target_dir}/{profile} -exec touch -c -h -d @$t {{}} + 2>/dev/null || true
+  kiln_restored=1
+fi
+rm -rf "{r}"
+"#
     )
 }
 
 /// Pushes an exported layer as the entry for `job`'s key.
 pub fn store(ctx: &Context, plan: &Plan, job: &Job, info: LayerInfo, path: PathBuf) -> Result<()> {
+    if info.descriptor.size > registry_cache::MAX_DEPS {
+        return Err(Error::invalid(
+            "dependency layer",
+            format!("{} bytes", info.descriptor.size),
+            format!(
+                "over the {} bytes a reader accepts; not stored (is the target volume full of old builds? `docker volume rm` it)",
+                registry_cache::MAX_DEPS
+            ),
+        ));
+    }
     let layer = Layer::from_written(info, path, None);
     registry_cache::store_deps(ctx, &job.cache, &job.key, layer, &plan.platform)?;
     Ok(())
@@ -303,7 +369,7 @@ fn write_layer(mut input: impl Read, keep: impl Fn(&str) -> bool, out: &std::pat
     crate::layer::read::entries(&mut input, &limits, "the target volume", |meta, content| {
         // The archive's entries are `target/…` (the directory's own name first).
         let path = meta.path.trim_start_matches("./").trim_end_matches('/');
-        let Some((_, rel)) = path.split_once('/') else {
+        let Some(("target", rel)) = path.split_once('/') else {
             return Ok(());
         };
         if !keep(rel) {
@@ -312,13 +378,13 @@ fn write_layer(mut input: impl Read, keep: impl Fn(&str) -> bool, out: &std::pat
         let kind = match meta.kind {
             Kind::File => EntryKind::File { size: meta.size },
             Kind::Dir => EntryKind::Dir,
-            Kind::Symlink => EntryKind::Symlink {
-                target: meta.link.clone().unwrap_or_default(),
-            },
+            // cargo makes no symlinks there; one could point anywhere in a
+            // reader's container.
+            Kind::Symlink => return Ok(()),
             Kind::Hardlink => {
                 let target = meta.link.as_deref().unwrap_or_default().trim_start_matches("./");
                 match target.split_once('/') {
-                    Some((_, t)) if files.contains(t) => EntryKind::Hardlink { target: t.to_string() },
+                    Some(("target", t)) if files.contains(t) => EntryKind::Hardlink { target: t.to_string() },
                     _ => return Ok(()),
                 }
             }
@@ -327,7 +393,8 @@ fn write_layer(mut input: impl Read, keep: impl Fn(&str) -> bool, out: &std::pat
         tar.header(&EntryHeader {
             path: rel.to_string(),
             kind: kind.clone(),
-            mode: meta.mode,
+            // Owned by root in every reader: no set-id or sticky bits.
+            mode: meta.mode & 0o777,
             uid: 0,
             gid: 0,
             mtime: 0,
@@ -414,6 +481,42 @@ mod tests {
         ] {
             assert!(!k(p), "{p} left out");
         }
+    }
+
+    #[test]
+    fn the_restore_script_moves_only_a_whole_layer_and_never_over_what_is_there() {
+        let d = tempfile::tempdir().unwrap();
+        let target_dir = d.path().to_str().unwrap();
+        let t = "x86_64-unknown-linux-gnu";
+        let staging = d.path().join(staging_dir("n1"));
+        let lib = format!("{t}/release/deps/libserde-0123456789abcdef.rlib");
+        let fill = || {
+            std::fs::create_dir_all(staging.join(format!("{t}/release/deps"))).unwrap();
+            std::fs::write(staging.join(&lib), b"rlib").unwrap();
+            std::fs::create_dir_all(staging.join("release/build/x")).unwrap();
+        };
+        let run = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(restore_script(target_dir, "n1", t, "release") + &report_restored())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // Cut short (no .complete): nothing moves, the staging goes.
+        fill();
+        assert!(!run().contains(RESTORED));
+        assert!(!staging.exists() && !d.path().join(t).exists());
+        // Whole: moved into place, but not over what a concurrent build made.
+        fill();
+        std::fs::write(staging.join(".complete"), b"").unwrap();
+        std::fs::create_dir_all(d.path().join("release")).unwrap();
+        std::fs::write(d.path().join("release/theirs"), b"").unwrap();
+        assert!(run().contains(RESTORED));
+        assert_eq!(std::fs::read(d.path().join(&lib)).unwrap(), b"rlib");
+        assert!(d.path().join("release/theirs").exists() && !d.path().join("release/build").exists());
+        assert!(!staging.exists());
     }
 
     #[test]

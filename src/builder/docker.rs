@@ -365,23 +365,31 @@ async fn run(
         .as_ref()
         .and_then(|v| v.umask.clone())
         .unwrap_or_else(|| "022".into());
-    let restore = deps.and_then(|(j, _)| j.restore.as_ref()).and_then(|l| l.source.file());
-    let touch = match restore {
-        Some(_) => super::deps::touch_restored(TARGET_DIR, &plan.target, plan.profile_dir()),
+    let restore = deps
+        .and_then(|(j, _)| j.restore.as_ref())
+        .and_then(|l| l.source.file())
+        .map(|f| (f.to_path_buf(), daemon::name_suffix()));
+    let put_in_place = match &restore {
+        Some((_, nonce)) => super::deps::restore_script(TARGET_DIR, nonce, &plan.target, plan.profile_dir()),
         None => String::new(),
     };
     let script = format!(
-        "set -e\numask {umask}\n{}{touch}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
+        "set -e\numask {umask}\n{}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
          rustc -V > {OUT_DIR}/toolchain\n\
          cargo {} > {OUT_DIR}/metadata.json || {{ echo 'kiln: cargo metadata failed: the SBOM will list no crates' >&2; rm -f {OUT_DIR}/metadata.json; }}\n\
-         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n",
+         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n{}",
         target_setup(&plan.target),
-        exclusive_sources(&plan.src_dir()),
+        exclusive_sources(&plan.src_dir(), &put_in_place),
         plan.build_args().join(" "),
         plan.target,
         plan.profile_dir(),
         plan.bin,
         plan.metadata_args().join(" "),
+        if restore.is_some() {
+            super::deps::report_restored()
+        } else {
+            String::new()
+        },
     );
     let mut env = build_env(plan);
     env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", rustflags(plan).join("\x1f")));
@@ -391,7 +399,7 @@ async fn run(
         env,
         network: false,
         with_target: true,
-        restore: restore.map(Path::to_path_buf),
+        restore,
     };
 
     // Phase 1: fetch, with network. Skipped when this cargo-home volume
@@ -411,7 +419,16 @@ async fn run(
         }
         Ok::<_, Error>(())
     };
-    let filling = create_phase(docker, plan, pinned, image, &build, tars.build, created.clone());
+    let filling = create_phase(
+        docker,
+        plan,
+        pinned,
+        image,
+        &build,
+        tars.build,
+        progress,
+        created.clone(),
+    );
     let (fetched_r, build_id) = tokio::join!(fetching, filling);
     fetched_r?;
     let mut id = build_id?;
@@ -427,7 +444,18 @@ async fn run(
         }
         fetch(docker, plan, pinned, image, tars.fetch, progress, created.clone()).await?;
         let sp = progress.spinner("compiling (network off)");
-        (code, log, id) = run_phase(docker, plan, pinned, image, &build, tars.build, &sp, created.clone()).await?;
+        (code, log, id) = run_phase(
+            docker,
+            plan,
+            pinned,
+            image,
+            &build,
+            tars.build,
+            progress,
+            &sp,
+            created.clone(),
+        )
+        .await?;
         sp.finish_and_clear();
     }
     if code != 0 {
@@ -458,7 +486,7 @@ async fn run(
     }
     let mut a = super::artifacts_from_tar(&tar_bytes, &plan.bin)?;
     phases.push(("compile.copy-out", t.elapsed().as_secs_f64()));
-    if restore.is_some() {
+    if build.restore.is_some() && log.lines().any(|l| l == super::deps::RESTORED) {
         a.deps_cache = Some("restored");
     }
     if let Some((_, out)) = deps.filter(|(j, _)| j.export) {
@@ -530,11 +558,14 @@ esac
 /// concurrent build of another checkout with the same package name that
 /// finished after this upload would look fresh, and its binary would be
 /// copied out as this one's.
-fn exclusive_sources(src_dir: &str) -> String {
+/// `under_lock` runs holding the lock, before the sources are touched;
+/// restore staging directories a killed build left (a day old) go.
+fn exclusive_sources(src_dir: &str, under_lock: &str) -> String {
     format!(
         "exec 9>{TARGET_DIR}/.kiln-build-lock\n\
          if command -v flock >/dev/null; then flock 9; else echo 'kiln: the builder has no flock; concurrent builds of one package may race' >&2; fi\n\
-         find {src_dir} -exec touch -c {{}} +\n"
+         find {TARGET_DIR} -maxdepth 1 -name '.kiln-restore-*' -mmin +1440 -exec rm -rf {{}} + 2>/dev/null || true\n\
+         {under_lock}find {src_dir} -exec touch -c {{}} +\n"
     )
 }
 
@@ -577,7 +608,18 @@ async fn fetch(
         with_target: false,
         restore: None,
     };
-    let (code, log, _) = run_phase(docker, plan, pinned, image, &fetch, source_tar, &sp, created.clone()).await?;
+    let (code, log, _) = run_phase(
+        docker,
+        plan,
+        pinned,
+        image,
+        &fetch,
+        source_tar,
+        progress,
+        &sp,
+        created.clone(),
+    )
+    .await?;
     sp.finish_and_clear();
     if code == 3 {
         // target_setup's own exit: the builder lacks what the target needs.
@@ -637,8 +679,10 @@ struct Phase {
     env: Vec<String>,
     network: bool,
     with_target: bool,
-    /// A gzip tar to unpack into the target volume before the start.
-    restore: Option<std::path::PathBuf>,
+    /// A dependency layer (gzip tar) the engine unpacks into a staging
+    /// directory of the target volume (named by the nonce) before the start;
+    /// the script puts it in place under the lock.
+    restore: Option<(std::path::PathBuf, String)>,
 }
 
 /// Creates a phase's container, fills it and runs it to its end: its exit
@@ -651,16 +695,18 @@ async fn run_phase(
     image: &str,
     phase: &Phase,
     source_tar: &Path,
+    progress: &Progress,
     bar: &indicatif::ProgressBar,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<(i64, String, String)> {
-    let id = create_phase(docker, plan, pinned, image, phase, source_tar, created).await?;
+    let id = create_phase(docker, plan, pinned, image, phase, source_tar, progress, created).await?;
     let (code, log) = start_phase(docker, plan, phase, &id, bar).await?;
     Ok((code, log, id))
 }
 
 /// Creates a phase's container and uploads what it needs (the source, a
 /// dependency layer to restore), without starting it.
+#[allow(clippy::too_many_arguments)]
 async fn create_phase(
     docker: &Docker,
     plan: &Plan,
@@ -668,6 +714,7 @@ async fn create_phase(
     image: &str,
     phase: &Phase,
     source_tar: &Path,
+    progress: &Progress,
     created: Arc<Mutex<Vec<String>>>,
 ) -> Result<String> {
     let name = format!("kiln-{}-{}", phase.name, daemon::name_suffix());
@@ -699,9 +746,28 @@ async fn create_phase(
     created.lock().expect("container list").push(c.id.clone());
 
     upload(docker, &c.id, source_tar, "/", "copying the source into the builder").await?;
-    if let Some(r) = &phase.restore {
-        // The engine unpacks it (gzip and all) into the volume.
-        upload(docker, &c.id, r, TARGET_DIR, "restoring the compiled dependencies").await?;
+    if let Some((layer, nonce)) = &phase.restore {
+        // The staging directory, the layer (the engine unpacks it, gzip and
+        // all), then the mark that it is complete: a restore cut short is
+        // never put in place, and never fails the build.
+        let staging = super::deps::staging_dir(nonce);
+        let steps = async {
+            upload_bytes(docker, &c.id, super::deps::dir_tar(&staging)?, TARGET_DIR).await?;
+            upload(
+                docker,
+                &c.id,
+                layer,
+                &format!("{TARGET_DIR}/{staging}"),
+                "restoring the compiled dependencies",
+            )
+            .await?;
+            upload_bytes(docker, &c.id, super::deps::complete_tar(&staging)?, TARGET_DIR).await
+        };
+        if let Err(e) = steps.await {
+            progress.warn(&format!(
+                "could not restore the compiled dependencies ({e}); compiling them"
+            ));
+        }
     }
     Ok(c.id)
 }
@@ -719,6 +785,15 @@ async fn start_phase(
         .await
         .map_err(engine_err("starting the build container"))?;
     follow(docker, plan, phase, id, bar).await
+}
+
+/// Uploads a small tar held in memory into a container at `path`.
+async fn upload_bytes(docker: &Docker, id: &str, tar: Vec<u8>, path: &str) -> Result<()> {
+    let opts = UploadToContainerOptionsBuilder::default().path(path).build();
+    docker
+        .upload_to_container(id, Some(opts), bollard::body_full(tar.into()))
+        .await
+        .map_err(engine_err("restoring the compiled dependencies"))
 }
 
 /// Streams a tar file (plain or compressed) into a container at `path`.

@@ -298,10 +298,16 @@ impl Plan {
     /// A build that writes a shared registry cache compiles in a target
     /// volume of its own: artifacts another (maybe untrusted) build left in
     /// the common one must not reach every runner through the cache.
-    fn target_suffix(&self) -> &'static str {
+    /// Keyed by the cache (which the command line names): another project
+    /// with the same package name writing another cache on this engine must
+    /// not compile into the volume this cache's layer is exported from.
+    fn target_suffix(&self) -> String {
         match &self.remote_cache {
-            Some(rc) if rc.mode == crate::store::registry::cache::Mode::ReadWrite => "-cache-writer",
-            _ => "",
+            Some(rc) if rc.mode == crate::store::registry::cache::Mode::ReadWrite => format!(
+                "-cache-writer-{}",
+                &Digest::of(rc.repo.to_string().as_bytes()).hex()[..12]
+            ),
+            _ => String::new(),
         }
     }
 }

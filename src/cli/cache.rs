@@ -63,6 +63,12 @@ pub fn run(ctx: &kiln::context::Context, a: Args, json: bool, quiet: bool) -> an
     for d in &r.deleted_images {
         outln!("{verb}  (image)  {d}");
     }
+    if let Some(why) = &r.images_kept_because {
+        ctx.progress.warn(&format!(
+            "the entries' images are left in place: {}",
+            kiln::text::escape_controls(why)
+        ));
+    }
     if !quiet {
         eprintln!(
             "{}: kept {} entries; {verb} {} entries and {} images. The registry's own garbage collection frees their blobs.",

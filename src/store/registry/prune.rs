@@ -2,12 +2,14 @@
 //! the newest K image entries (`kiln-cache-*`) and K' dependency layers
 //! (`kiln-deps-*`) by the time their writer stored them (the entry
 //! manifest's `org.opencontainers.image.created`; entries without one count
-//! as oldest), and deletes the others' manifests by digest — with the image
-//! an image entry names, unless something kept (a kept entry, any other tag)
-//! still names it. The registry's own blob GC then frees the layers.
-//! Registries have no transactions: an entry written meanwhile is newer
-//! than any deleted one and is never touched (only tags listed at the start
-//! are considered).
+//! as oldest), and deletes the others' manifests by digest. The images the
+//! deleted entries name go too, but only in a repository that holds nothing
+//! but cache entries: kiln builds are reproducible, so a release pushed to
+//! the same repository is the same manifest, and what may name it (an
+//! index, a release history, a signature) cannot all be known. The
+//! registry's own blob GC then frees the layers. Registries have no
+//! transactions: the tags are listed again just before deleting, and an
+//! image a new entry names is kept (a new tag of another kind keeps them all).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,8 +24,10 @@ use crate::digest::Digest;
 use crate::oci;
 use crate::{Error, Result};
 
-/// Tags read from one repository at most.
+/// Tags read from one repository at most, and the bytes and pages of the list.
 const MAX_TAGS: usize = 200_000;
+const MAX_LIST_BYTES: u64 = 64 << 20;
+const MAX_PAGES: usize = 1_000;
 
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +57,9 @@ pub struct Report {
     pub deleted: Vec<Entry>,
     /// Images deleted with their entries.
     pub deleted_images: Vec<Digest>,
+    /// Why the entries' images were left in place, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_kept_because: Option<String>,
     pub dry_run: bool,
 }
 
@@ -68,41 +75,17 @@ pub fn prune(ctx: &Context, cache: &RemoteCache, keep: Keep, dry_run: bool) -> R
         let mut entries: BTreeMap<bool, Vec<Entry>> = BTreeMap::new();
         let mut others = Vec::new();
         for t in &tags {
-            let deps = t.starts_with(cache::DEPS_PREFIX);
-            let image = t.starts_with(cache::ENTRY_PREFIX);
-            let Some(bytes) = get_optional(
-                &client,
-                &scopes,
-                &format!("{repo}/manifests/{t}"),
-                &format!("{},{}", oci::MEDIA_TYPE_MANIFEST, oci::MEDIA_TYPE_INDEX),
-                &format!("the tag {t}"),
-            )
-            .await?
-            else {
-                continue; // deleted meanwhile
-            };
-            let digest = Digest::of(&bytes);
-            if !(deps || image) {
-                others.push(digest);
-                continue;
+            match read_entry(ctx, &client, &scopes, cache, t).await? {
+                Some((deps, e)) => entries.entry(deps).or_default().push(e),
+                None if is_entry_tag(t) => {} // gone meanwhile, or not kiln's shape
+                None => others.push(t.clone()),
             }
-            let m: oci::Manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::format(format!("{}:{t}", cache.repo), format!("not an OCI manifest: {e}")))?;
-            entries.entry(deps).or_default().push(Entry {
-                tag: t.clone(),
-                digest,
-                created: m
-                    .annotations
-                    .get(crate::attest::ANNOTATION_CREATED)
-                    .cloned()
-                    .unwrap_or_default(),
-                subject: if image { m.subject.map(|s| s.digest) } else { None },
-            });
         }
         let mut report = Report {
             kept: Vec::new(),
             deleted: Vec::new(),
             deleted_images: Vec::new(),
+            images_kept_because: None,
             dry_run,
         };
         for (deps, mut list) in entries {
@@ -114,21 +97,47 @@ pub fn prune(ctx: &Context, cache: &RemoteCache, keep: Keep, dry_run: bool) -> R
             report.kept.extend(list);
             report.deleted.extend(old);
         }
+        // Just before deleting: entries written since the listing name
+        // images too.
+        let mut late = Vec::new();
+        if !dry_run && !report.deleted.is_empty() {
+            for t in list_tags(&client, &scopes, repo).await? {
+                if tags.contains(&t) {
+                    continue;
+                }
+                match read_entry(ctx, &client, &scopes, cache, &t).await? {
+                    Some((_, e)) => late.push(e),
+                    None if is_entry_tag(&t) => {}
+                    None => others.push(t),
+                }
+            }
+        }
         let named: BTreeSet<&Digest> = report
             .kept
             .iter()
+            .chain(late.iter())
             .flat_map(|e| std::iter::once(&e.digest).chain(e.subject.as_ref()))
-            .chain(others.iter())
             .collect();
-        let mut images: Vec<Digest> = report
-            .deleted
-            .iter()
-            .filter_map(|e| e.subject.clone())
-            .filter(|s| !named.contains(s))
-            .collect();
-        images.sort();
-        images.dedup();
-        report.deleted_images = images;
+        if others.is_empty() {
+            let mut images: Vec<Digest> = report
+                .deleted
+                .iter()
+                .filter_map(|e| e.subject.clone())
+                .filter(|s| !named.contains(s))
+                .collect();
+            images.sort();
+            images.dedup();
+            report.deleted_images = images;
+        } else if report.deleted.iter().any(|e| e.subject.is_some()) {
+            others.sort();
+            let shown: Vec<&str> = others.iter().take(3).map(String::as_str).collect();
+            report.images_kept_because = Some(format!(
+                "the repository has {} other tag(s) ({}{}), so its images may be releases too; keep the cache in a repository of its own",
+                others.len(),
+                shown.join(", "),
+                if others.len() > shown.len() { ", …" } else { "" }
+            ));
+        }
         if !dry_run {
             let doomed: Vec<Digest> = report
                 .deleted
@@ -145,20 +154,79 @@ pub fn prune(ctx: &Context, cache: &RemoteCache, keep: Keep, dry_run: bool) -> R
     })
 }
 
-/// Every tag of `repo`, following the `Link` header's pages (same origin only).
+fn is_entry_tag(t: &str) -> bool {
+    t.starts_with(cache::ENTRY_PREFIX) || t.starts_with(cache::DEPS_PREFIX)
+}
+
+/// The cache entry a tag names: (is a dependency layer, the entry); None
+/// for a tag that is not an entry, is gone, or is not what kiln writes
+/// (`kiln-cache-`/`kiln-deps-` and 64 hex digits, an OCI manifest).
+async fn read_entry(
+    ctx: &Context,
+    client: &Client,
+    scopes: &[String],
+    cache: &RemoteCache,
+    t: &str,
+) -> Result<Option<(bool, Entry)>> {
+    let deps = t.starts_with(cache::DEPS_PREFIX);
+    let hex = t
+        .strip_prefix(cache::DEPS_PREFIX)
+        .or_else(|| t.strip_prefix(cache::ENTRY_PREFIX));
+    if !hex.is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
+        return Ok(None);
+    }
+    let Some(bytes) = get_optional(
+        client,
+        scopes,
+        &format!("{}/manifests/{t}", cache.repo.repository),
+        oci::MEDIA_TYPE_MANIFEST,
+        &format!("the tag {t}"),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let m: oci::Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.progress
+                .warn(&format!("{}:{t} is not an OCI manifest ({e}); left alone", cache.repo));
+            return Ok(None);
+        }
+    };
+    Ok(Some((
+        deps,
+        Entry {
+            tag: t.to_string(),
+            digest: Digest::of(&bytes),
+            created: m
+                .annotations
+                .get(crate::attest::ANNOTATION_CREATED)
+                .cloned()
+                .unwrap_or_default(),
+            subject: if deps { None } else { m.subject.map(|s| s.digest) },
+        },
+    )))
+}
+
+/// Every tag of `repo` (valid tag names, no duplicates), following the
+/// `Link` header's pages: the same origin and path only, bounded in pages,
+/// tags and bytes.
 async fn list_tags(client: &Client, scopes: &[String], repo: &str) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Page {
         tags: Option<Vec<String>>,
     }
-    let mut url = client.url(&format!("{repo}/tags/list?n=1000"));
-    let mut tags = Vec::new();
-    loop {
+    let first = client.url(&format!("{repo}/tags/list?n=1000"));
+    let mut url = first.clone();
+    let mut tags = BTreeSet::new();
+    let mut bytes = 0u64;
+    for _ in 0..MAX_PAGES {
         let resp = client
             .get_following(scopes, url.clone(), None, client.opts.retry.attempts)
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(tags); // no repository yet: nothing to prune
+            return Ok(tags.into_iter().collect()); // no repository yet: nothing to prune
         }
         if !resp.status().is_success() {
             return Err(client.error_from("listing the cache's tags", resp).await);
@@ -172,19 +240,36 @@ async fn list_tags(client: &Client, scopes: &[String], repo: &str) -> Result<Vec
                     .and_then(|(_, r)| r.split_once('>'))
                     .map(|(u, _)| u.to_string())
             })
-            .filter(|u| u.starts_with('/'));
+            .map(|u| {
+                url.join(&u)
+                    .ok()
+                    .filter(|n| n.origin() == first.origin() && n.path() == first.path())
+                    .ok_or_else(|| {
+                        client.protocol_error(&format!("the tag list's next page `{u}` is not this repository's"))
+                    })
+            })
+            .transpose()?;
         let body = client.read_capped(resp, 16 << 20, "the tag list").await?;
+        bytes += body.len() as u64;
         let page: Page = serde_json::from_slice(&body)
             .map_err(|e| client.protocol_error(&format!("the tag list is not JSON: {e}")))?;
-        tags.extend(page.tags.unwrap_or_default());
-        if tags.len() > MAX_TAGS {
-            return Err(client.protocol_error(&format!("more than {MAX_TAGS} tags in {repo}")));
+        tags.extend(
+            page.tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| crate::reference::valid_tag(t)),
+        );
+        if tags.len() > MAX_TAGS || bytes > MAX_LIST_BYTES {
+            return Err(client.protocol_error(&format!(
+                "more than {MAX_TAGS} tags or {MAX_LIST_BYTES} bytes of tag list in {repo}"
+            )));
         }
         match next {
-            Some(n) => url = client.url(&n),
-            None => return Ok(tags),
+            Some(n) if n != url => url = n,
+            _ => return Ok(tags.into_iter().collect()),
         }
     }
+    Err(client.protocol_error(&format!("more than {MAX_PAGES} pages of tags in {repo}")))
 }
 
 async fn delete_manifest(client: &Client, scopes: &[String], repo: &str, d: &Digest) -> Result<()> {
