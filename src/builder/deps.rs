@@ -330,6 +330,36 @@ pub async fn export(
     }
 }
 
+/// After a writer's build: the dependency layer of its target volume in
+/// `out`, or None, said as a warning (the image is built either way).
+/// Without cargo's package list the path crates cannot be told apart: no
+/// layer rather than one that carries the workspace's own crates.
+pub async fn export_after_build(
+    docker: &Docker,
+    container: &str,
+    target_dir: &str,
+    plan: &Plan,
+    metadata: Option<&[u8]>,
+    out: &std::path::Path,
+    progress: &crate::progress::Progress,
+) -> Option<LayerInfo> {
+    let Some(metadata) = metadata else {
+        progress.warn("no cargo metadata: the compiled dependencies are not exported");
+        return None;
+    };
+    let exported = match path_crates(metadata) {
+        Ok(pc) => {
+            let (target, profile) = (plan.target.clone(), plan.profile_dir().to_string());
+            let keep = move |rel: &str| keep(rel, &target, &profile, &pc);
+            export(docker, container, target_dir, keep, out.to_path_buf()).await
+        }
+        Err(e) => Err(e),
+    };
+    exported
+        .map_err(|e| progress.warn(&format!("could not export the compiled dependencies ({e})")))
+        .ok()
+}
+
 /// A blocking reader over chunks sent from the async side.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,

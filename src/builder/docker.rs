@@ -6,8 +6,9 @@
 //! streams through the archive API; containers are removed on success,
 //! failure and Ctrl-C.
 //!
-//! ~530 lines, one responsibility: the two phases and their containers are
-//! one protocol with the engine (what goes in is `super::source`'s).
+//! One responsibility: the two phases and their containers are one protocol
+//! with the engine (what goes in is `super::source`'s, the shell they run
+//! `super::script`'s, the dependency layer `super::deps`').
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -21,6 +22,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use super::script;
 use super::source;
 use super::{Artifacts, Builder, PinnedImage, Plan};
 use crate::context::Context;
@@ -212,9 +214,9 @@ struct Tars<'a> {
 pub const LABEL: &str = "dev.kiln.owner";
 
 /// Fixed paths inside the builder.
-const CARGO_HOME: &str = "/kiln/cargo";
-const TARGET_DIR: &str = "/kiln/target";
-const OUT_DIR: &str = "/kiln/out";
+pub(super) const CARGO_HOME: &str = "/kiln/cargo";
+pub(super) const TARGET_DIR: &str = "/kiln/target";
+pub(super) const OUT_DIR: &str = "/kiln/out";
 const CA_PATH: &str = "/kiln/ca.crt";
 
 fn engine_err(context: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
@@ -373,24 +375,7 @@ async fn run(
         Some((_, nonce)) => super::deps::restore_script(TARGET_DIR, nonce, &plan.target, plan.profile_dir()),
         None => String::new(),
     };
-    let script = format!(
-        "set -e\numask {umask}\n{}{}cargo {} $KILN_BUILD_STD\nmkdir -p {OUT_DIR}\ncp {TARGET_DIR}/{}/{}/{} {OUT_DIR}/binary\n\
-         rustc -V > {OUT_DIR}/toolchain\n\
-         cargo {} > {OUT_DIR}/metadata.json || {{ echo 'kiln: cargo metadata failed: the SBOM will list no crates' >&2; rm -f {OUT_DIR}/metadata.json; }}\n\
-         if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt {OUT_DIR}/ca.crt; fi\n{}",
-        target_setup(&plan.target),
-        exclusive_sources(&plan.src_dir(), &put_in_place),
-        plan.build_args().join(" "),
-        plan.target,
-        plan.profile_dir(),
-        plan.bin,
-        plan.metadata_args().join(" "),
-        if restore.is_some() {
-            super::deps::report_restored()
-        } else {
-            String::new()
-        },
-    );
+    let script = script::build(plan, &umask, &put_in_place, restore.is_some());
     let mut env = build_env(plan);
     env.push(format!("CARGO_ENCODED_RUSTFLAGS={}", rustflags(plan).join("\x1f")));
     let build = Phase {
@@ -492,81 +477,13 @@ async fn run(
     if let Some((_, out)) = deps.filter(|(j, _)| j.export) {
         let t = std::time::Instant::now();
         let sp = progress.spinner("exporting the compiled dependencies");
-        // Without cargo's package list the path crates cannot be told apart:
-        // no layer rather than one that carries the workspace's own crates.
-        match a.metadata.as_deref().map(super::deps::path_crates) {
-            Some(Ok(pc)) => {
-                let (target, profile) = (plan.target.clone(), plan.profile_dir().to_string());
-                let keep = move |rel: &str| super::deps::keep(rel, &target, &profile, &pc);
-                match super::deps::export(docker, &id, TARGET_DIR, keep, out.to_path_buf()).await {
-                    Ok(info) => a.deps_layer = Some(info),
-                    Err(e) => progress.warn(&format!("could not export the compiled dependencies ({e})")),
-                }
-            }
-            Some(Err(e)) => progress.warn(&format!("could not export the compiled dependencies ({e})")),
-            None => progress.warn("no cargo metadata: the compiled dependencies are not exported"),
-        }
+        a.deps_layer =
+            super::deps::export_after_build(docker, &id, TARGET_DIR, plan, a.metadata.as_deref(), out, progress).await;
         sp.finish_and_clear();
         phases.push(("compile.deps-export", t.elapsed().as_secs_f64()));
     }
     a.phases = phases;
     Ok(a)
-}
-
-/// Shell lines that fit the builder to the target before cargo runs (in
-/// both phases, so the fetch brings what the build needs): a target whose
-/// std the toolchain lacks is built from rust-src with `-Zbuild-std`
-/// (RUSTC_BOOTSTRAP inside the builder only; its dependencies are fetched
-/// like any crate); an aarch64 target on another machine links with the
-/// cross gcc; a musl std built here links with musl-gcc, statically,
-/// against the builder's /usr/local/lib/kiln-musl/libunwind.a. Sets
-/// KILN_BUILD_STD for cargo's command line.
-fn target_setup(target: &str) -> String {
-    format!(
-        r#"T={target}
-KILN_BUILD_STD=
-sysroot=$(rustc --print sysroot)
-if [ ! -d "$sysroot/lib/rustlib/$T/lib" ]; then
-  if [ -f "$sysroot/lib/rustlib/src/rust/library/Cargo.lock" ]; then
-    export RUSTC_BOOTSTRAP=1
-    KILN_BUILD_STD=-Zbuild-std=std,panic_abort
-  else
-    echo "kiln: the builder has no Rust standard library for $T: use a builder with that target installed (rustup target add $T) or with rust-src to build it" >&2
-    exit 3
-  fi
-fi
-case "$T" in
-  aarch64-unknown-linux-gnu)
-    if [ "$(uname -m)" != aarch64 ]; then
-      export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-    fi ;;
-  x86_64-unknown-linux-musl)
-    if [ -n "$KILN_BUILD_STD" ] && command -v musl-gcc >/dev/null; then
-      export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc CC_x86_64_unknown_linux_musl=musl-gcc
-      us=$(printf '')
-      CARGO_ENCODED_RUSTFLAGS="${{CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$us}}-Clink-self-contained=no$us-Crelocation-model=static$us-Lnative=/usr/local/lib/kiln-musl"
-      export CARGO_ENCODED_RUSTFLAGS
-    fi ;;
-esac
-"#
-    )
-}
-
-/// Shell lines that make this build the only one in the shared target
-/// volume until its binary is copied out, and its sources newer than any
-/// output there. cargo judges a path crate fresh by mtimes: without this, a
-/// concurrent build of another checkout with the same package name that
-/// finished after this upload would look fresh, and its binary would be
-/// copied out as this one's.
-/// `under_lock` runs holding the lock, before the sources are touched;
-/// restore staging directories a killed build left (a day old) go.
-fn exclusive_sources(src_dir: &str, under_lock: &str) -> String {
-    format!(
-        "exec 9>{TARGET_DIR}/.kiln-build-lock\n\
-         if command -v flock >/dev/null; then flock 9; else echo 'kiln: the builder has no flock; concurrent builds of one package may race' >&2; fi\n\
-         find {TARGET_DIR} -maxdepth 1 -name '.kiln-restore-*' -mmin +1440 -exec rm -rf {{}} + 2>/dev/null || true\n\
-         {under_lock}find {src_dir} -exec touch -c {{}} +\n"
-    )
 }
 
 /// The fetch phase: `cargo fetch --locked` with network into the cargo-home volume.
@@ -595,7 +512,7 @@ async fn fetch(
         "-c".into(),
         format!(
             "set -e\n{}exec {} $KILN_BUILD_STD\n",
-            target_setup(&plan.target),
+            script::target_setup(&plan.target),
             fetch_args.join(" ")
         ),
     ];

@@ -13,6 +13,7 @@ pub mod pin;
 pub mod plan;
 pub mod project;
 pub mod resolve;
+pub mod script;
 pub mod source;
 pub mod toolchain;
 
